@@ -1,0 +1,32 @@
+# The README's commands. Each target sets everything up first (idempotent), then runs.
+#   make run    set up, then the main job: snakemake --cores 8 results/report.html
+#   make test   set up, then the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 8
+
+.PHONY: setup run test test-fast lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+run: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --cores $(CORES) results/report.html
+
+test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" pytest
+
+test-fast: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf results data/raw data/converted data/splits .snakemake

@@ -1,0 +1,27 @@
+# cellbench: benchmark cell / nucleus instance segmentation.
+#
+#   snakemake --cores 8 results/report.html                      # the offline default
+#   snakemake --profile workflow/profiles/slurm results/report.html   # on a SLURM cluster
+#
+# Table of contents only: config + validation and helpers in rules/common.smk,
+# one .smk per part of the DAG. Every rule is a thin call of the `cellbench` CLI,
+# the same commands dvc.yaml runs.
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report.html",
+    default_target: True

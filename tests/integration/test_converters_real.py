@@ -1,0 +1,334 @@
+"""Converters on the real data subsets in ../shared/data, against independently decoded truth.
+
+Every expected instance set here is decoded with code written for the test (PIL /
+tifffile reading, a loop RLE decoder following the data README, ``scipy.ndimage``
+labelling, PIL polygon rasterisation), not with the converter's own helpers. Skipped
+with a clear reason when the shared data are not on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from cellbench.config import DatasetConfig
+from cellbench.datasets import bbbc, ctc, monuseg
+from cellbench.datasets.base import (
+    LOCAL_MARKER,
+    ConvertedWriter,
+    get_dataset,
+    raw_root,
+    read_index,
+)
+from cellbench.io import atomic_dir, read_image, read_labels
+from PIL import Image, ImageDraw
+from scipy import ndimage as ndi
+
+pytestmark = pytest.mark.shared_data
+
+CTC_NAMES = (
+    "DIC-C2DH-HeLa",
+    "Fluo-N2DL-HeLa",
+    "PhC-C2DL-PSC",
+    "Fluo-N2DH-GOWT1",
+    "Fluo-C2DL-MSC",
+    "Fluo-N2DH-SIM+",
+)
+CTC_WITH_ST = ("DIC-C2DH-HeLa", "Fluo-N2DL-HeLa", "PhC-C2DL-PSC")
+
+
+def _cfg(kind: str, **options) -> DatasetConfig:
+    return DatasetConfig(name=f"my_{kind}", kind=kind, source="local", path="x", options=options)
+
+
+def _convert(source, raw: Path, out: Path) -> pd.DataFrame:
+    """What the convert stage does: atomic folder, writer, finish."""
+    with atomic_dir(out) as tmp:
+        writer = ConvertedWriter(tmp)
+        source.convert(raw, writer)
+        writer.finish()
+    return read_index(out).set_index("id")
+
+
+def _same_partition(got: np.ndarray, expected: np.ndarray) -> None:
+    """Same foreground and a one-to-one correspondence of instance ids."""
+    got, expected = np.asarray(got, np.int64), np.asarray(expected, np.int64)
+    assert got.shape == expected.shape
+    fg = expected > 0
+    assert np.array_equal(got > 0, fg), "foreground differs"
+    pairs = np.unique(np.stack([expected[fg], got[fg]]), axis=1)
+    n_exp, n_got = len(np.unique(expected[fg])), len(np.unique(got[fg]))
+    assert pairs.shape[1] == n_exp == n_got, "instances are split or merged"
+
+
+def _stack(masks: list[np.ndarray], shape) -> np.ndarray:
+    out = np.zeros(shape, np.int64)
+    for i, m in enumerate(masks, 1):
+        assert not out[m].any(), "truth instances overlap (not expected in this subset)"
+        out[m] = i
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# DSB 2018
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dsb(shared_data, tmp_path_factory):
+    """DSB converted as the pipeline does with ``source: local`` (marker -> raw_root)."""
+    data = tmp_path_factory.mktemp("dsb")
+    raw_dir = data / "raw" / "dsb2018"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / LOCAL_MARKER).write_text(json.dumps({"path": str(shared_data / "dsb2018")}))
+    cfg = DatasetConfig(
+        name="dsb2018", kind="dsb2018", source="local", path=str(shared_data / "dsb2018")
+    )
+    out = data / "converted" / "dsb2018"
+    return out, _convert(get_dataset(cfg), raw_root(raw_dir), out)
+
+
+def test_dsb2018_train_matches_mask_pngs(shared_data, dsb):
+    out, index = dsb
+    train = sorted((shared_data / "dsb2018" / "stage1_train").iterdir())
+    assert len(train) == 30
+    total = 0
+    for folder in train:
+        masks = [np.array(Image.open(p)) > 0 for p in sorted((folder / "masks").glob("*.png"))]
+        expected = _stack(masks, masks[0].shape)
+        got = read_labels(out / "labels" / f"{folder.name}.tif")
+        _same_partition(got, expected)
+        row = index.loc[folder.name]
+        assert row["n_instances"] == len(masks) and row["official_split"] == ""
+        assert row["contested_pixels"] == 0 and row["group"] == folder.name
+        original = np.array(Image.open(folder / "images" / f"{folder.name}.png"))
+        assert original.shape[2] == 4
+        assert np.array_equal(read_image(out / "images" / f"{folder.name}.tif"), original[..., :3])
+        total += len(masks)
+    assert total == 1933
+
+
+def _readme_rle_decode(text: str, h: int, w: int) -> np.ndarray:
+    """The decoding in shared/data/README.md: 1-indexed, column-major."""
+    m = np.zeros(h * w, dtype=bool)
+    values = [int(v) for v in text.split()]
+    for s, length in zip(values[0::2], values[1::2], strict=True):
+        m[s - 1 : s - 1 + length] = True
+    return m.reshape((h, w), order="F")
+
+
+def test_dsb2018_stage1_test_matches_solution(shared_data, dsb):
+    out, index = dsb
+    solution = pd.read_csv(shared_data / "dsb2018" / "stage1_solution.csv")
+    assert len(solution) == 1019
+    test_rows = index[index["official_split"] == "test"]
+    assert len(test_rows) == 14 and test_rows["n_instances"].sum() == 1019
+    for image_id, rows in solution.groupby("ImageId"):
+        h, w = int(rows["Height"].iloc[0]), int(rows["Width"].iloc[0])
+        masks = [_readme_rle_decode(t, h, w) for t in rows["EncodedPixels"]]
+        _same_partition(read_labels(out / "labels" / f"{image_id}.tif"), _stack(masks, (h, w)))
+        assert index.loc[image_id, "n_instances"] == len(masks)
+    assert set(index["cell_type"]) <= {"fluorescence", "brightfield", "stained"}
+    assert "stained" in set(index["cell_type"])
+
+
+# --------------------------------------------------------------------------------------
+# BBBC039 and BBBC009
+# --------------------------------------------------------------------------------------
+
+
+def test_bbbc039_graph_colouring_decoded(shared_data, tmp_path):
+    out = tmp_path / "bbbc039"
+    index = _convert(bbbc.BBBC039(_cfg("bbbc039")), shared_data / "bbbc039", out)
+    assert len(index) == 16 and index["n_instances"].sum() == 2165
+    for mask_path in sorted((shared_data / "bbbc039" / "masks").glob("*.png")):
+        colours = np.array(Image.open(mask_path))[..., 0]
+        expected = np.zeros(colours.shape, np.int64)
+        for value in np.unique(colours[colours > 0]):
+            comp, n = ndi.label(colours == value, structure=np.ones((3, 3)))
+            expected[comp > 0] = comp[comp > 0] + expected.max()
+        _same_partition(read_labels(out / "labels" / f"{mask_path.stem}.tif"), expected)
+        image = read_image(out / "images" / f"{mask_path.stem}.tif")
+        assert image.dtype == np.uint16 and image.shape == (520, 696)
+        assert index.loc[mask_path.stem, "group"] == mask_path.stem.split("_")[1]
+
+
+def _bbbc009_interiors(outline: np.ndarray, min_area: int = 30) -> np.ndarray:
+    enclosed = ndi.binary_fill_holes(outline) & ~outline
+    comp, n = ndi.label(enclosed)  # 4-connectivity (default cross structure)
+    sizes = ndi.sum(np.ones_like(comp), comp, index=np.arange(1, n + 1))
+    small = np.flatnonzero(sizes < min_area) + 1
+    comp[np.isin(comp, small)] = 0
+    return comp
+
+
+def test_bbbc009_outlines_filled(shared_data, tmp_path):
+    raw = shared_data / "bbbc009"
+    inner = _convert(
+        bbbc.BBBC009(_cfg("bbbc009", outline_pixels="background")), raw, tmp_path / "a"
+    )
+    full = _convert(bbbc.BBBC009(_cfg("bbbc009")), raw, tmp_path / "b")
+    expected_counts = {"6hr-001-DIC": 31, "6hr-002-DIC": 48, "48hr-001-DIC": 45}
+    for stem, count in expected_counts.items():
+        outline = tifffile.imread(raw / "outlines" / f"{stem}.tif")  # MinIsWhite: True = stroke
+        assert outline.dtype == bool and outline.mean() < 0.05
+        expected = _bbbc009_interiors(outline)
+        _same_partition(read_labels(tmp_path / "a" / "labels" / f"{stem}.tif"), expected)
+        assert inner.loc[stem, "n_instances"] == full.loc[stem, "n_instances"] == count
+        grown = read_labels(tmp_path / "b" / "labels" / f"{stem}.tif")
+        assert (grown[expected > 0] > 0).all() and (grown > 0).sum() > (expected > 0).sum()
+        assert not grown[~ndi.binary_fill_holes(outline)].any()
+
+
+# --------------------------------------------------------------------------------------
+# Cell Tracking Challenge
+# --------------------------------------------------------------------------------------
+
+
+def _check_ctc(root: Path, name: str, truth: str, out: Path, index: pd.DataFrame) -> None:
+    seg_dir = root / name / f"01_{truth}" / "SEG"
+    seg_files = sorted(seg_dir.glob("man_seg*.tif"))
+    assert len(index) == len(seg_files) > 0
+    for seg in seg_files:
+        frame = int(re.match(r"man_seg(\d+)\.tif", seg.name).group(1))
+        image_id = f"{name}_01_t{frame:03d}"
+        expected = tifffile.imread(seg)
+        got = read_labels(out / "labels" / f"{image_id}.tif")
+        _same_partition(got, expected)
+        original = tifffile.imread(root / name / "01" / f"t{frame:03d}.tif")
+        converted = read_image(out / "images" / f"{image_id}.tif")
+        assert converted.dtype == original.dtype and np.array_equal(converted, original)
+        row = index.loc[image_id]
+        assert row["frame"] == frame and row["sequence"] == "01"
+        assert row["group"] == f"{name}/01" and row["cell_type"] == name
+        assert row["n_instances"] == len(np.unique(expected[expected > 0]))
+        assert row["official_split"] == ""
+
+
+@pytest.mark.parametrize("name", CTC_NAMES)
+def test_ctc_gold_truth(shared_data, tmp_path, name):
+    out = tmp_path / "gt"
+    index = _convert(ctc.CellTrackingChallenge(_cfg("ctc", name=name)), shared_data / "ctc", out)
+    _check_ctc(shared_data / "ctc", name, "GT", out, index)
+    assert set(index["annotation"]) == {"full" if name == "Fluo-N2DH-SIM+" else "partial"}
+
+
+@pytest.mark.parametrize("name", CTC_WITH_ST)
+def test_ctc_silver_truth(shared_data, tmp_path, name):
+    out = tmp_path / "st"
+    source = ctc.CellTrackingChallenge(_cfg("ctc", name=name, truth="ST"))
+    index = _convert(source, shared_data / "ctc", out)
+    _check_ctc(shared_data / "ctc", name, "ST", out, index)
+    assert set(index["annotation"]) == {"full"}
+
+
+def test_ctc_missing_silver_truth_says_so(shared_data, tmp_path):
+    source = ctc.CellTrackingChallenge(_cfg("ctc", name="Fluo-N2DH-GOWT1", truth="ST"))
+    with pytest.raises(FileNotFoundError, match="set 'truth: GT'"):
+        _convert(source, shared_data / "ctc", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_ctc_held_out_sequence(shared_data, tmp_path):
+    """Two sequences (02 linked to the real 01): 02 is the official test, order kept."""
+    real = shared_data / "ctc" / "DIC-C2DH-HeLa"
+    root = tmp_path / "raw" / "DIC-C2DH-HeLa"
+    root.mkdir(parents=True)
+    for seq in ("01", "02"):
+        os.symlink(real / "01", root / seq)
+        os.symlink(real / "01_GT", root / f"{seq}_GT")
+    index = _convert(
+        ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa")),
+        tmp_path / "raw",
+        tmp_path / "o",
+    )
+    assert len(index) == 12
+    assert set(index[index["sequence"] == "02"]["official_split"]) == {"test"}
+    assert set(index[index["sequence"] == "01"]["official_split"]) == {""}
+    assert index["group"].nunique() == 2
+    ordered = index[index["sequence"] == "01"].sort_values("frame")
+    assert list(ordered["frame"]) == [2, 5, 21, 31, 33, 34]
+    explicit = _convert(
+        ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa", test_sequence="01")),
+        tmp_path / "raw",
+        tmp_path / "p",
+    )
+    assert set(explicit[explicit["sequence"] == "01"]["official_split"]) == {"test"}
+
+
+# --------------------------------------------------------------------------------------
+# MoNuSeg
+# --------------------------------------------------------------------------------------
+
+
+def _xml_polygons(xml_path: Path) -> list[list[tuple[float, float]]]:
+    text = xml_path.read_text()
+    return [
+        [(float(x), float(y)) for x, y in re.findall(r'X="([^"]+)"\s+Y="([^"]+)"', block)]
+        for block in re.findall(r"<Vertices>(.*?)</Vertices>", text, flags=re.S)
+    ]
+
+
+def _pil_mask(polygons, shape) -> np.ndarray:
+    canvas = Image.new("1", (shape[1], shape[0]), 0)
+    draw = ImageDraw.Draw(canvas)
+    for pts in polygons:
+        draw.polygon(pts, fill=1, outline=1)
+    return np.array(canvas)
+
+
+def test_monuseg_polygons(shared_data, tmp_path):
+    raw = shared_data / "monuseg"
+    out = tmp_path / "monuseg"
+    index = _convert(monuseg.MoNuSeg(_cfg("monuseg")), raw, out)
+    expected_counts = {
+        "TCGA-A6-6782-01A-01-BS1": (441, "colon"),
+        "TCGA-AC-A2FO-01A-01-TS1": (521, "breast"),
+        "TCGA-GL-6846-01A-01-BS1": (355, "kidney"),
+    }
+    for stem, (count, organ) in expected_counts.items():
+        image = tifffile.imread(raw / "MoNuSegTestData" / f"{stem}.tif")
+        polygons = _xml_polygons(raw / "MoNuSegTestData" / f"{stem}.xml")
+        assert len(polygons) == count
+        labels = read_labels(out / "labels" / f"{stem}.tif")
+        assert index.loc[stem, "n_instances"] == count == labels.max()
+        union = _pil_mask(polygons, image.shape[:2])
+        fg = labels > 0
+        assert (fg & union).sum() / (fg | union).sum() > 0.85
+        # the pixels of each region (a sample of 40) are mostly one distinct instance
+        majority = [
+            np.bincount(labels[_pil_mask([p], image.shape[:2])]).argmax() for p in polygons[:40]
+        ]
+        assert len(set(majority)) == len(majority) and 0 not in majority
+        assert index.loc[stem, "official_split"] == "test" and index.loc[stem, "cell_type"] == organ
+        assert np.array_equal(read_image(out / "images" / f"{stem}.tif"), image)
+
+
+# --------------------------------------------------------------------------------------
+# The convert stage with `source: local` (LOCAL_MARKER -> raw_root); DSB above does too
+# --------------------------------------------------------------------------------------
+
+
+def test_local_ctc_through_raw_root(shared_data, tmp_path):
+    raw_dir = tmp_path / "data" / "raw" / "ctc_sim"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / LOCAL_MARKER).write_text(json.dumps({"path": str(shared_data / "ctc")}))
+    cfg = DatasetConfig(
+        name="ctc_sim",
+        kind="ctc",
+        source="local",
+        path=str(shared_data / "ctc"),
+        options={"name": "Fluo-N2DH-SIM+"},
+    )
+    out = tmp_path / "data" / "converted" / "ctc_sim"
+    index = _convert(get_dataset(cfg), raw_root(raw_dir), out)
+    assert len(index) == 10 and (out / "index.csv").is_file()
+    for image_id, row in index.iterrows():
+        labels = read_labels(out / "labels" / f"{image_id}.tif")
+        assert labels.max() == row["n_instances"] and labels.shape == (row["height"], row["width"])

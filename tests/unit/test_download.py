@@ -1,0 +1,484 @@
+"""Download machinery against a local HTTP server on 127.0.0.1, and the Kaggle error paths.
+
+The server (threaded, HTTP/1.1, honours ``Range``) serves a good archive, a corrupt one
+(checksum mismatch), an interrupted one (the first response is cut in half), malicious
+archives (path traversal, absolute paths, links), and error statuses. Kaggle is faked:
+no network, no real credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import socket
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+from cellbench.config import DatasetConfig
+from cellbench.datasets import bbbc, download, dsb2018
+from cellbench.datasets.base import ConvertedWriter
+from PIL import Image
+
+# --------------------------------------------------------------------------------------
+# local server
+# --------------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        srv = self.server
+        path = self.path.split("?")[0]
+        rng = self.headers.get("Range")
+        with srv.lock:
+            srv.requests.append((path, rng))
+            srv.hits[path] = srv.hits.get(path, 0) + 1
+            hit = srv.hits[path]
+        mode = srv.modes.get(path, "normal")
+        if mode == "error500" and hit <= 2:
+            return self._status(500)
+        data = srv.files.get(path)
+        if data is None:
+            return self._status(404)
+        start = 0
+        if rng and mode != "ignore_range":
+            start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if mode == "cut_first" and hit == 1:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return None
+        self.wfile.write(body)
+        return None
+
+    def _status(self, code):
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture()
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.files, httpd.modes, httpd.requests, httpd.hits = {}, {}, [], {}
+    httpd.lock = threading.Lock()
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+GOOD = _zip_bytes({"dataset/a.txt": b"alpha" * 1000, "dataset/sub/b.bin": bytes(range(256)) * 400})
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+# --------------------------------------------------------------------------------------
+# HTTP: good, corrupt, interrupted, resumed
+# --------------------------------------------------------------------------------------
+
+
+def test_good_archive_is_verified_and_extracted(server, tmp_path):
+    server.files["/good.zip"] = GOOD
+    dest = download.fetch(
+        f"{server.url}/good.zip", tmp_path / "cache" / "good.zip", sha256=_sha(GOOD)
+    )
+    assert dest.read_bytes() == GOOD and not dest.with_name("good.zip.part").exists()
+    raw = tmp_path / "raw"
+    download.safe_extract(dest, raw)
+    assert _listing(raw) == ["dataset", "dataset/a.txt", "dataset/sub", "dataset/sub/b.bin"]
+    # a second fetch finds the verified file and does not download again
+    download.fetch(f"{server.url}/good.zip", dest, sha256=_sha(GOOD))
+    assert server.hits["/good.zip"] == 1
+
+
+def test_corrupt_archive_raises_and_leaves_nothing(server, tmp_path):
+    corrupt = bytearray(GOOD)
+    corrupt[100] ^= 0xFF
+    server.files["/corrupt.zip"] = bytes(corrupt)
+    cache = tmp_path / "cache"
+    with pytest.raises(download.ChecksumError, match="checksum mismatch.*deleted"):
+        download.fetch(f"{server.url}/corrupt.zip", cache / "corrupt.zip", sha256=_sha(GOOD))
+    assert _listing(cache) == []
+
+
+def test_interrupted_download_is_resumed_with_range(server, tmp_path):
+    server.files["/flaky.zip"] = GOOD
+    server.modes["/flaky.zip"] = "cut_first"
+    dest = download.fetch(
+        f"{server.url}/flaky.zip", tmp_path / "flaky.zip", sha256=_sha(GOOD), backoff=0, timeout=5
+    )
+    assert dest.read_bytes() == GOOD
+    (first, r1), (second, r2) = server.requests
+    assert r1 is None and r2 == f"bytes={len(GOOD) // 2}-"
+
+
+def test_part_file_from_an_earlier_run_is_resumed(server, tmp_path):
+    server.files["/big.zip"] = GOOD
+    dest = tmp_path / "big.zip"
+    dest.with_name("big.zip.part").write_bytes(GOOD[:1234])
+    download.fetch(f"{server.url}/big.zip", dest, sha256=_sha(GOOD))
+    assert dest.read_bytes() == GOOD
+    assert server.requests == [("/big.zip", "bytes=1234-")]
+
+
+def test_complete_part_file_is_accepted_after_416(server, tmp_path):
+    server.files["/done.zip"] = GOOD
+    dest = tmp_path / "done.zip"
+    dest.with_name("done.zip.part").write_bytes(GOOD)
+    download.fetch(f"{server.url}/done.zip", dest, sha256=_sha(GOOD))
+    assert dest.read_bytes() == GOOD
+
+
+def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
+    server.files["/norange.zip"] = GOOD
+    server.modes["/norange.zip"] = "ignore_range"
+    dest = tmp_path / "norange.zip"
+    dest.with_name("norange.zip.part").write_bytes(b"garbage" * 10)
+    download.fetch(f"{server.url}/norange.zip", dest, sha256=_sha(GOOD))
+    assert dest.read_bytes() == GOOD
+
+
+def test_transient_server_errors_are_retried(server, tmp_path):
+    server.files["/busy.zip"] = GOOD
+    server.modes["/busy.zip"] = "error500"
+    download.fetch(f"{server.url}/busy.zip", tmp_path / "busy.zip", sha256=_sha(GOOD), backoff=0)
+    assert server.hits["/busy.zip"] == 3
+
+
+def test_missing_file_is_not_retried(server, tmp_path):
+    with pytest.raises(download.DownloadError, match="HTTP 404"):
+        download.fetch(f"{server.url}/nope.zip", tmp_path / "nope.zip", sha256="0" * 64, backoff=0)
+    assert server.hits["/nope.zip"] == 1
+
+
+def test_unknown_checksum_is_refused_unless_allowed(server, tmp_path, monkeypatch):
+    server.files["/new.zip"] = GOOD
+    dest = tmp_path / "new.zip"
+    monkeypatch.delenv(download.ALLOW_UNVERIFIED_ENV, raising=False)
+    with pytest.raises(download.ChecksumError, match=_sha(GOOD)):
+        download.fetch(f"{server.url}/new.zip", dest, sha256=None)
+    assert not dest.exists()
+    monkeypatch.setenv(download.ALLOW_UNVERIFIED_ENV, "1")
+    download.fetch(f"{server.url}/new.zip", dest, sha256=None)
+    assert dest.read_bytes() == GOOD
+    assert server.hits["/new.zip"] == 2  # the kept bytes were resumed, not downloaded again
+
+
+# --------------------------------------------------------------------------------------
+# Malicious archives
+# --------------------------------------------------------------------------------------
+
+
+def _zip_with_symlink() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ok.txt", b"fine")
+        info = zipfile.ZipInfo("link")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+def _tar_bytes(kind: str) -> bytes:
+    buf = io.BytesIO()
+    data = b"fine"
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        ok = tarfile.TarInfo("ok.txt")
+        ok.size = len(data)
+        tf.addfile(ok, io.BytesIO(data))
+        names = {"dotdot": "../evil.txt", "abs": "/tmp/evil.txt"}
+        bad = tarfile.TarInfo(names.get(kind, "evil"))
+        if kind == "symlink":
+            bad.type, bad.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        elif kind == "hardlink":
+            bad.type, bad.linkname = tarfile.LNKTYPE, "ok.txt"
+        elif kind == "device":
+            bad.type = tarfile.CHRTYPE
+        if bad.isfile():
+            bad.size = len(data)
+            tf.addfile(bad, io.BytesIO(data))
+        else:
+            tf.addfile(bad)
+    return buf.getvalue()
+
+
+MALICIOUS = {
+    "zip_dotdot.zip": _zip_bytes({"ok.txt": b"fine", "../evil.txt": b"x"}),
+    "zip_abs.zip": _zip_bytes({"ok.txt": b"fine", "/tmp/evil.txt": b"x"}),
+    "zip_nested_dotdot.zip": _zip_bytes({"a/../../evil.txt": b"x"}),
+    "zip_backslash.zip": _zip_bytes({"a\\..\\..\\evil.txt": b"x"}),
+    "zip_symlink.zip": _zip_with_symlink(),
+    "tar_dotdot.tar.gz": _tar_bytes("dotdot"),
+    "tar_abs.tar.gz": _tar_bytes("abs"),
+    "tar_symlink.tar.gz": _tar_bytes("symlink"),
+    "tar_hardlink.tar.gz": _tar_bytes("hardlink"),
+    "tar_device.tar.gz": _tar_bytes("device"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALICIOUS))
+def test_malicious_archive_is_refused(server, tmp_path, name):
+    data = MALICIOUS[name]
+    server.files[f"/{name}"] = data
+    archive = download.fetch(f"{server.url}/{name}", tmp_path / "cache" / name, sha256=_sha(data))
+    target = tmp_path / "box" / "raw"
+    target.mkdir(parents=True)
+    (target / "keep.txt").write_text("already here")
+    with pytest.raises(download.UnsafeArchiveError, match="refused"):
+        download.safe_extract(archive, target)
+    assert _listing(tmp_path / "box") == ["raw", "raw/keep.txt"]
+
+
+def test_not_an_archive(tmp_path):
+    path = tmp_path / "x.zip"
+    path.write_bytes(b"not an archive")
+    with pytest.raises(download.DownloadError, match="neither a ZIP nor a TAR"):
+        download.safe_extract(path, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------------
+# A source end to end: checksums.yaml -> cache -> raw -> convert
+# --------------------------------------------------------------------------------------
+
+
+def test_bbbc039_download_and_convert_from_local_server(server, tmp_path, monkeypatch):
+    shape = (20, 24)
+    rng = np.random.default_rng(0)
+    img = io.BytesIO()
+    tifffile.imwrite(img, rng.integers(100, 4000, shape, dtype=np.uint16))
+    mask = np.zeros((*shape, 4), np.uint8)
+    mask[..., 3] = 255
+    mask[2:8, 2:8, 0], mask[2:8, 8:14, 0], mask[12:18, 2:8, 0] = 1, 2, 1
+    png = io.BytesIO()
+    Image.fromarray(mask).save(png, format="PNG")
+    stem = "IXMtest_A01_s1_w1ABC"
+    archives = {
+        "images.zip": _zip_bytes({f"images/{stem}.tif": img.getvalue()}),
+        "masks.zip": _zip_bytes({f"masks/{stem}.png": png.getvalue()}),
+        "metadata.zip": _zip_bytes({"metadata/test.txt": f"{stem}.png\n".encode()}),
+    }
+    table = {"bbbc039": {}}
+    for name, data in archives.items():
+        server.files[f"/bbbc/{name}"] = data
+        table["bbbc039"][name] = {"url": f"{server.url}/bbbc/{name}", "sha256": _sha(data)}
+    checksums = tmp_path / "checksums.yaml"
+    checksums.write_text(yaml.safe_dump(table))
+    monkeypatch.setattr(download, "CHECKSUMS_FILE", checksums)
+    monkeypatch.setenv("CELLBENCH_DOWNLOAD_CACHE", str(tmp_path / "cache"))
+    raw = tmp_path / "data" / "raw" / "bbbc039"
+    raw.mkdir(parents=True)
+    source = bbbc.BBBC039(DatasetConfig(name="bbbc039", kind="bbbc039"))
+    source.download(raw)
+    assert sorted((tmp_path / "cache" / "bbbc039").iterdir()) == sorted(
+        tmp_path / "cache" / "bbbc039" / n for n in archives
+    )
+    writer = ConvertedWriter(tmp_path / "out")
+    source.convert(raw, writer)
+    index = writer.finish()
+    row = index.iloc[0]
+    assert row["n_instances"] == 3 and row["official_split"] == "test" and row["group"] == "A01"
+
+
+def test_checksums_file_lists_every_http_source():
+    table = yaml.safe_load(download.CHECKSUMS_FILE.read_text())
+    for key in (
+        "ctc",
+        "bbbc039",
+        "bbbc009",
+        "bbbc007",
+        "bbbc018",
+        "bbbc041",
+        "livecell",
+        "monuseg",
+    ):
+        assert table[key], key
+        for name, entry in table[key].items():
+            assert entry["url"].startswith("https://"), name
+            assert entry["sha256"] is None or len(entry["sha256"]) == 64, name
+    assert "DIC-C2DH-HeLa.zip" in table["ctc"]
+
+
+# --------------------------------------------------------------------------------------
+# Kaggle
+# --------------------------------------------------------------------------------------
+
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture()
+def no_kaggle_env(monkeypatch, tmp_path):
+    for key in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
+    (tmp_path / "home").mkdir()
+    return tmp_path / "home"
+
+
+class _HTTPError(Exception):
+    def __init__(self, status, text=""):
+        super().__init__(text or f"{status} Client Error")
+        self.response = type("R", (), {"status_code": status})()
+
+
+class _FakeApi:
+    def __init__(self, error=None, bundle: bytes | None = None):
+        self.error, self.bundle, self.calls = error, bundle, []
+
+    def competition_download_files(self, competition, path=None, force=False, quiet=True):
+        self.calls.append(competition)
+        if self.error:
+            raise self.error
+        Path(path, f"{competition}.zip").write_bytes(self.bundle)
+
+
+def test_kaggle_missing_credentials_says_where_the_token_goes(no_kaggle_env, tmp_path):
+    with pytest.raises(download.KaggleSetupError) as err:
+        download.kaggle_download("data-science-bowl-2018", tmp_path / "c", api_factory=_FakeApi)
+    msg = str(err.value)
+    assert "kaggle.json" in msg and str(no_kaggle_env / ".kaggle" / "kaggle.json") in msg
+    assert (
+        "KAGGLE_USERNAME" in msg and "https://www.kaggle.com/settings" in msg and "chmod 600" in msg
+    )
+
+
+def test_kaggle_json_without_key(no_kaggle_env, tmp_path):
+    (no_kaggle_env / ".kaggle").mkdir()
+    (no_kaggle_env / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "me"}))
+    with pytest.raises(download.KaggleSetupError, match="lacks 'username' and 'key'"):
+        download.kaggle_download("x", tmp_path / "c", api_factory=_FakeApi)
+
+
+@pytest.mark.parametrize("via", ["env", "file"])
+def test_kaggle_rules_not_accepted_names_the_page_and_hides_the_key(
+    no_kaggle_env, tmp_path, monkeypatch, caplog, capsys, via
+):
+    if via == "env":
+        monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+        monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    else:
+        (no_kaggle_env / ".kaggle").mkdir()
+        (no_kaggle_env / ".kaggle" / "kaggle.json").write_text(
+            json.dumps({"username": "someone", "key": SECRET})
+        )
+    caplog.set_level(logging.DEBUG)
+    api = _FakeApi(error=_HTTPError(403, f"403 Forbidden key={SECRET}"))
+    with pytest.raises(download.KaggleSetupError) as err:
+        download.kaggle_download(
+            "sartorius-cell-instance-segmentation", tmp_path / "c", api_factory=lambda: api
+        )
+    msg = str(err.value)
+    assert "https://www.kaggle.com/competitions/sartorius-cell-instance-segmentation/rules" in msg
+    assert "I Understand and Accept" in msg
+    out = capsys.readouterr()
+    for text in (
+        msg,
+        caplog.text,
+        out.out,
+        out.err,
+        repr(err.value.__cause__),
+        repr(err.value.__context__),
+    ):
+        assert SECRET not in text
+
+
+def test_kaggle_invalid_token_and_other_errors(no_kaggle_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    with pytest.raises(download.KaggleSetupError, match="HTTP 401"):
+        download.kaggle_download("c", tmp_path / "c", api_factory=lambda: _FakeApi(_HTTPError(401)))
+    with pytest.raises(download.DownloadError) as err:
+        download.kaggle_download(
+            "c", tmp_path / "c", api_factory=lambda: _FakeApi(RuntimeError(f"boom {SECRET}"))
+        )
+    assert SECRET not in str(err.value) and "***" in str(err.value)
+
+
+def test_kaggle_dsb_bundle_is_unpacked_and_converted(no_kaggle_env, tmp_path, monkeypatch):
+    """The Kaggle bundle holds one ZIP per file; they are unpacked into the DSB layout."""
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    shape = (8, 10)
+    image = np.zeros((*shape, 4), np.uint8)
+    image[..., 3] = 255
+    image[2:5, 2:5, :3] = 200
+    mask = np.zeros(shape, np.uint8)
+    mask[2:5, 2:5] = 255
+
+    def png(arr):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        return buf.getvalue()
+
+    iid, tid = "a" * 64, "b" * 64
+    train = _zip_bytes({f"{iid}/images/{iid}.png": png(image), f"{iid}/masks/m1.png": png(mask)})
+    test = _zip_bytes({f"{tid}/images/{tid}.png": png(image[..., :3])})
+    solution = _zip_bytes(
+        {
+            "stage1_solution.csv": f"ImageId,EncodedPixels,Height,Width,Usage\n{tid},19 3 27 3 35 3,8,10,Public\n".encode()
+        }
+    )
+    bundle = _zip_bytes(
+        {"stage1_train.zip": train, "stage1_test.zip": test, "stage1_solution.csv.zip": solution}
+    )
+    api = _FakeApi(bundle=bundle)
+    monkeypatch.setattr(download, "_make_kaggle_api", lambda: api)
+    monkeypatch.setenv("CELLBENCH_DOWNLOAD_CACHE", str(tmp_path / "cache"))
+    raw = tmp_path / "raw" / "dsb"
+    raw.mkdir(parents=True)
+    source = dsb2018.DSB2018(DatasetConfig(name="dsb", kind="dsb2018"))
+    source.download(raw)
+    assert api.calls == ["data-science-bowl-2018"]
+    assert (raw / "stage1_train" / iid / "masks" / "m1.png").is_file()
+    assert (raw / "stage1_solution.csv").is_file() and not list(raw.glob("*.zip"))
+    writer = ConvertedWriter(tmp_path / "out")
+    source.convert(raw, writer)
+    index = writer.finish().set_index("id")
+    assert index.loc[iid, "n_instances"] == 1 and index.loc[tid, "official_split"] == "test"
+    assert index.loc[iid, "channels"] == 3  # alpha dropped

@@ -1,0 +1,150 @@
+"""Training loop, augmentation, tuning and inference on tiny synthetic data."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cellbench.config import ModelConfig
+from cellbench.datasets import ConvertedWriter
+from cellbench.models import get_family
+from cellbench.predict import (
+    load_model,
+    pad_to_multiple,
+    postprocess_dir,
+    predict_dir,
+    predict_maps,
+)
+from cellbench.synthetic import SyntheticSpec, generate_image
+from cellbench.train import random_dihedral, train_model
+
+TINY_UNET = {
+    "encoder": "resnet18",
+    "encoder_depth": 3,
+    "decoder_channels": [16, 16, 16],
+    "epochs": 2,
+    "batch_size": 2,
+    "patch_size": 64,
+    "samples_per_epoch": 4,
+    "seed_threshold": [0.5, 0.7],
+    "mask_threshold": [0.5],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    writer = ConvertedWriter(root / "converted")
+    spec = SyntheticSpec(height=80, width=96, n_cells=(4, 8), radius=(6, 9))
+    rows = []
+    for i, split in enumerate(["train", "train", "train", "val", "test", "test"]):
+        image, labels = generate_image(i, "fluorescent", spec)
+        writer.add(f"img{i}", image, labels, cell_type="nuc")
+        rows.append({"id": f"img{i}", "split": split, "group": f"img{i}", "cell_type": "nuc"})
+    writer.finish()
+    pd.DataFrame(rows).to_csv(root / "split.csv", index=False)
+    return root / "converted", root / "split.csv"
+
+
+def test_dihedral_rotates_vector_fields_consistently() -> None:
+    # a radial field pointing away from the centre stays radial under every symmetry
+    yy, xx = np.mgrid[-5:6, -5:6].astype(np.float32)
+    target = np.stack([yy, xx, np.hypot(yy, xx)])
+    image = np.hypot(yy, xx)[None]
+    rng = np.random.default_rng(0)
+    for _ in range(16):
+        img, tgt = random_dihedral(rng, image, target, ((0, 1),))
+        np.testing.assert_allclose(tgt[0], yy)
+        np.testing.assert_allclose(tgt[1], xx)
+        np.testing.assert_allclose(img[0], tgt[2])
+    # an asymmetric image + class target move together
+    img = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    out_img, out_tgt = random_dihedral(np.random.default_rng(3), img, img.copy())
+    np.testing.assert_array_equal(out_img, out_tgt)
+
+
+def test_pad_to_multiple() -> None:
+    x, (h, w) = pad_to_multiple(np.zeros((1, 33, 64), np.float32), 32)
+    assert x.shape == (1, 64, 64) and (h, w) == (33, 64)
+
+
+def test_tiled_prediction_matches_whole_image_closely() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    family = get_family(ModelConfig("u", "unet", dict(TINY_UNET)))
+    net = family.build_network().eval()
+    image = np.random.default_rng(0).random((1, 150, 170)).astype(np.float32)
+    whole = predict_maps(family, net, image, "cpu", tile_size=1024)
+    tiled = predict_maps(family, net, image, "cpu", tile_size=96, overlap=32)
+    assert whole.shape == tiled.shape == (3, 150, 170)
+    np.testing.assert_allclose(tiled.sum(axis=0), 1.0, atol=1e-5)  # still probabilities
+    assert np.abs(whole - tiled).mean() < 0.1
+
+
+def test_train_predict_postprocess_round_trip(tiny_dataset, tmp_path: Path) -> None:
+    converted, split = tiny_dataset
+    cfg = ModelConfig("unet", "unet", dict(TINY_UNET))
+    out = tmp_path / "model"
+    config = train_model(cfg, "tiny", converted, split, out, seed=3, device="cpu", progress=False)
+    assert config["epochs_run"] == 2 and config["n_train_images"] == 3
+    assert {p.name for p in out.iterdir()} == {
+        "weights.pt",
+        "config.json",
+        "thresholds.json",
+        "history.csv",
+    }
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "lr", "seconds"]
+    assert history["val_loss"].notna().all()
+    # same seed -> same weights (one seed drives init, crops and augmentation)
+    again = tmp_path / "again"
+    train_model(cfg, "tiny", converted, split, again, seed=3, device="cpu", progress=False)
+    import torch
+
+    w1 = torch.load(out / "weights.pt", weights_only=True)["state_dict"]
+    w2 = torch.load(again / "weights.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+    model = load_model(out, "cpu")
+    assert set(model.thresholds) == {"seed_threshold", "mask_threshold"}
+    assert predict_dir(out, converted, split, tmp_path / "pred", device="cpu") == 2
+    assert postprocess_dir(out, tmp_path / "pred", tmp_path / "masks") == 2
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["img4.tif", "img5.tif"]
+
+
+def test_classical_tunes_on_val_and_segments(tiny_dataset, tmp_path: Path) -> None:
+    from cellbench.io import read_json, read_labels
+    from cellbench.metrics import score_image
+
+    converted, split = tiny_dataset
+    cfg = ModelConfig(
+        "classical", "classical", {"threshold_scale": [1.0, 0.8], "min_distance": [4]}
+    )
+    train_model(cfg, "tiny", converted, split, tmp_path / "m", seed=0, device="cpu", progress=False)
+    tuned = read_json(tmp_path / "m/thresholds.json")
+    assert len(tuned["grid"]) == 2 and tuned["n_val_images"] == 1
+    assert not (tmp_path / "m/weights.pt").exists()
+    predict_dir(tmp_path / "m", converted, split, tmp_path / "p", device="cpu")
+    postprocess_dir(tmp_path / "m", tmp_path / "p", tmp_path / "k")
+    score = score_image(
+        read_labels(converted / "labels/img4.tif"), read_labels(tmp_path / "k/img4.tif")
+    )
+    assert score["ap@0.50"] > 0.5
+
+
+def test_missing_training_images_error(tiny_dataset, tmp_path: Path) -> None:
+    converted, split = tiny_dataset
+    empty = tmp_path / "split.csv"
+    pd.read_csv(split).assign(split="test").to_csv(empty, index=False)
+    with pytest.raises(ValueError, match="no annotated training images"):
+        train_model(
+            ModelConfig("unet", "unet", dict(TINY_UNET)),
+            "tiny",
+            converted,
+            empty,
+            tmp_path / "m",
+            seed=0,
+            device="cpu",
+            progress=False,
+        )

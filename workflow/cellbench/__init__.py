@@ -1,0 +1,3 @@
+"""cellbench: a reproducible benchmark pipeline for cell and nucleus instance segmentation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,342 @@
+"""The ``cellbench`` command: one subcommand per pipeline stage, plus ``segment``.
+
+Snakemake rules and DVC stages call exactly these commands with the same
+paths (DESIGN.md section 1). Every path has a default that follows the
+project layout, so ``cellbench train --dataset synthetic --model unet`` works by
+hand from the project root too.
+
+Exit status: 0 on success, 2 on bad configuration or input (with a message
+that names the file or key and the fix), 1 on unexpected errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _params(args):
+    from cellbench.config import load_params
+
+    return load_params(args.params)
+
+
+def _set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- stages
+def cmd_validate(args) -> None:
+    params = _params(args)
+    print(
+        f"{args.params}: valid. datasets: {', '.join(params.run_datasets)}; "
+        f"models: {', '.join(params.run_models)}"
+    )
+
+
+def cmd_download(args) -> None:
+    from cellbench.datasets import LOCAL_MARKER, get_dataset
+    from cellbench.io import atomic_dir, write_json
+
+    params = _params(args)
+    cfg = params.dataset(args.dataset)
+    out = Path(args.out or f"data/raw/{cfg.name}")
+    with atomic_dir(out) as tmp:
+        if cfg.source == "local":
+            path = Path(cfg.path).expanduser().resolve()
+            if not path.is_dir():
+                raise FileNotFoundError(
+                    f"datasets.{cfg.name}.path: {path} is not a folder. Point 'path:' in "
+                    f"{args.params} at the folder that holds the original files."
+                )
+            write_json(tmp / LOCAL_MARKER, {"path": str(path), "kind": cfg.kind})
+        else:
+            get_dataset(cfg, seed=params.seed).download(tmp)
+    print(f"download {cfg.name}: {out}")
+
+
+def cmd_convert(args) -> None:
+    from cellbench.datasets import ConvertedWriter, get_dataset, raw_root
+    from cellbench.io import atomic_dir
+
+    params = _params(args)
+    cfg = params.dataset(args.dataset)
+    raw = Path(args.raw or f"data/raw/{cfg.name}")
+    out = Path(args.out or f"data/converted/{cfg.name}")
+    source = get_dataset(cfg, seed=params.seed)
+    with atomic_dir(out) as tmp:
+        writer = ConvertedWriter(tmp, source=cfg.kind)
+        source.convert(raw_root(raw), writer)
+        index = writer.finish()
+    print(f"convert {cfg.name}: {len(index)} images, {int(index['n_instances'].sum())} instances")
+
+
+def cmd_split(args) -> None:
+    from cellbench.datasets import read_index
+    from cellbench.io import write_csv
+    from cellbench.split import make_split
+
+    params = _params(args)
+    cfg = params.dataset(args.dataset)
+    converted = Path(args.converted or f"data/converted/{cfg.name}")
+    out = Path(args.out or f"data/splits/{cfg.name}.csv")
+    split = make_split(read_index(converted), cfg.split, params.seed)
+    write_csv(out, split)
+    counts = split["split"].value_counts().to_dict()
+    print(
+        f"split {cfg.name}: "
+        + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test"))
+    )
+
+
+def cmd_train(args) -> None:
+    from cellbench.train import train_model
+
+    params = _params(args)
+    params.dataset(args.dataset)
+    cfg = params.model(args.model)
+    _set_threads(args.threads)
+    config = train_model(
+        cfg,
+        args.dataset,
+        Path(args.converted or f"data/converted/{args.dataset}"),
+        Path(args.split or f"data/splits/{args.dataset}.csv"),
+        Path(args.out or f"results/models/{args.dataset}/{args.model}"),
+        seed=params.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(
+        f"train {args.dataset}/{args.model}: {config['epochs_run']} epochs, "
+        f"{config['train_seconds']:.1f} s on {config['device']}"
+    )
+
+
+def cmd_predict(args) -> None:
+    from cellbench.predict import predict_dir
+
+    _set_threads(args.threads)
+    n = predict_dir(
+        Path(args.model_dir or f"results/models/{args.dataset}/{args.model}"),
+        Path(args.converted or f"data/converted/{args.dataset}"),
+        Path(args.split or f"data/splits/{args.dataset}.csv"),
+        Path(args.out or f"results/predictions/{args.dataset}/{args.model}"),
+        device=args.device,
+        tile_size=args.tile_size,
+    )
+    print(f"predict {args.dataset}/{args.model}: {n} images")
+
+
+def cmd_postprocess(args) -> None:
+    from cellbench.predict import postprocess_dir
+
+    n = postprocess_dir(
+        Path(args.model_dir or f"results/models/{args.dataset}/{args.model}"),
+        Path(args.predictions or f"results/predictions/{args.dataset}/{args.model}"),
+        Path(args.out or f"results/masks/{args.dataset}/{args.model}"),
+    )
+    print(f"postprocess {args.dataset}/{args.model}: {n} images")
+
+
+def cmd_score(args) -> None:
+    from cellbench.score import score_dir
+
+    params = _params(args)
+    summary = score_dir(
+        Path(args.masks or f"results/masks/{args.dataset}/{args.model}"),
+        Path(args.converted or f"data/converted/{args.dataset}"),
+        Path(args.split or f"data/splits/{args.dataset}.csv"),
+        Path(args.out or f"results/scores/{args.dataset}/{args.model}"),
+        dataset=args.dataset,
+        model=args.model,
+        settings=params.score,
+    )
+    mean_ap = summary.get("per_image_mean", {}).get("mean_ap")
+    shown = "n/a" if mean_ap is None else f"{mean_ap:.4f}"
+    print(f"score {args.dataset}/{args.model}: {summary['n_images']} images, mean AP {shown}")
+
+
+def cmd_report(args) -> None:
+    from cellbench.report import render_report
+
+    params = _params(args)
+    out = render_report(params, Path(args.data), Path(args.results), Path(args.out))
+    print(f"report: {out}")
+
+
+def cmd_segment(args) -> None:
+    from cellbench.predict import segment_images
+
+    _set_threads(args.threads)
+    written = segment_images(
+        Path(args.model_dir),
+        [Path(p) for p in args.images],
+        Path(args.out),
+        device=args.device,
+        tile_size=args.tile_size,
+    )
+    for path in written:
+        print(path)
+
+
+def cmd_list(args) -> None:
+    from cellbench.datasets import DATASET_KINDS
+    from cellbench.models import MODEL_FAMILIES
+
+    print("dataset kinds:")
+    for kind, cls in sorted(DATASET_KINDS.items()):
+        print(f"  {kind:12s} {cls.description}")
+    print("model families:")
+    for family, cls in sorted(MODEL_FAMILIES.items()):
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"  {family:12s} {doc}")
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cellbench",
+        description="Benchmark cell / nucleus instance segmentation: one subcommand per stage.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help_, *opts):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--params", default="params.yaml", help="config file (default: params.yaml)")
+        for opt in opts:
+            opt(p)
+        p.set_defaults(func=func)
+        return p
+
+    def dataset(p):
+        p.add_argument("--dataset", required=True, help="a key of 'datasets:' in params.yaml")
+
+    def model(p):
+        p.add_argument("--model", required=True, help="a key of 'models:' in params.yaml")
+
+    def compute(p):
+        p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+    def tiles(p):
+        p.add_argument("--tile-size", type=int, default=1024, help="predict larger images in tiles")
+
+    def path(flag, help_):
+        return lambda p: p.add_argument(flag, default=None, help=help_)
+
+    add("validate", cmd_validate, "check params.yaml against the schema and exit")
+    add("list", cmd_list, "list the dataset kinds and model families")
+    add(
+        "download",
+        cmd_download,
+        "fetch (or generate) a dataset's original files",
+        dataset,
+        path("--out", "raw folder (default data/raw/{dataset})"),
+    )
+    add(
+        "convert",
+        cmd_convert,
+        "convert originals into the common format",
+        dataset,
+        path("--raw", "raw folder"),
+        path("--out", "converted folder"),
+    )
+    add(
+        "split",
+        cmd_split,
+        "grouped, stratified, seeded train/val/test split",
+        dataset,
+        path("--converted", "converted folder"),
+        path("--out", "split CSV"),
+    )
+    p = add(
+        "train",
+        cmd_train,
+        "train a model and tune its thresholds on val",
+        dataset,
+        model,
+        compute,
+        path("--converted", "converted folder"),
+        path("--split", "split CSV"),
+        path("--out", "model folder"),
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add(
+        "predict",
+        cmd_predict,
+        "raw network maps for every test image",
+        dataset,
+        model,
+        compute,
+        tiles,
+        path("--model-dir", "model folder"),
+        path("--converted", "converted folder"),
+        path("--split", "split CSV"),
+        path("--out", "predictions folder"),
+    )
+    add(
+        "postprocess",
+        cmd_postprocess,
+        "maps -> instance label TIFFs",
+        dataset,
+        model,
+        path("--model-dir", "model folder"),
+        path("--predictions", "predictions folder"),
+        path("--out", "masks folder"),
+    )
+    add(
+        "score",
+        cmd_score,
+        "score masks against ground truth",
+        dataset,
+        model,
+        path("--masks", "masks folder"),
+        path("--converted", "converted folder"),
+        path("--split", "split CSV"),
+        path("--out", "scores folder"),
+    )
+    p = add("report", cmd_report, "render the self-contained HTML report")
+    p.add_argument("--data", default="data", help="data root (default: data)")
+    p.add_argument("--results", default="results", help="results root (default: results)")
+    p.add_argument("--out", default="results/report.html", help="report file")
+    p = add(
+        "segment", cmd_segment, "segment new images with a trained model folder", compute, tiles
+    )
+    p.add_argument("--model-dir", required=True, help="e.g. results/models/synthetic/unet")
+    p.add_argument("--out", required=True, help="folder for {image}_masks.tif")
+    p.add_argument("images", nargs="+", help="TIFF / PNG images")
+    return parser
+
+
+def _version() -> str:
+    from cellbench import __version__
+
+    return f"cellbench {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cellbench.config import ConfigError
+    from cellbench.io import CellbenchIOError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, CellbenchIOError, FileNotFoundError, KeyError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"cellbench {args.command}: error: {message}", file=sys.stderr)
+        if os.environ.get("CELLBENCH_DEBUG"):
+            raise
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

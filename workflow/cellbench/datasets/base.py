@@ -1,0 +1,364 @@
+"""The dataset-source interface, its registry, and the writer of the common format.
+
+A *dataset source* knows one public dataset's original layout: how to fetch
+its original files (``download``) and how to turn them into the common format
+(``convert``, DESIGN.md section 2)::
+
+    data/converted/{dataset}/
+      images/{id}.tif     (H, W) or (H, W, C), original dtype kept
+      labels/{id}.tif     (H, W) instance labels, 0 = background, 1..N, no overlaps
+      index.csv           one row per image, columns INDEX_COLUMNS
+
+Sources register themselves with :func:`register_dataset`; look them up with
+:func:`get_dataset`, whose error names every valid kind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from cellbench.config import DatasetConfig
+from cellbench.io import write_csv, write_image, write_labels
+
+__all__ = [
+    "DATASET_KINDS",
+    "INDEX_COLUMNS",
+    "ConvertedWriter",
+    "DatasetSource",
+    "LOCAL_MARKER",
+    "get_dataset",
+    "raw_root",
+    "read_index",
+    "register_dataset",
+    "masks_to_labels",
+    "dataset_options",
+    "safe_image_id",
+]
+
+#: Columns of ``index.csv``. ``official_split`` is ``test`` for images the source itself
+#: designates as its test set (DSB stage-1 test), else empty. ``contested_pixels`` counts
+#: pixels claimed by more than one source annotation before overlaps were resolved.
+INDEX_COLUMNS = (
+    "id",
+    "height",
+    "width",
+    "channels",
+    "dtype",
+    "n_instances",
+    "cell_type",
+    "group",
+    "sequence",
+    "frame",
+    "annotation",
+    "source",
+    "official_split",
+    "contested_pixels",
+)
+
+ANNOTATION_LEVELS = ("full", "partial", "none")
+
+#: File written into ``data/raw/{dataset}/`` when the originals live elsewhere (``source: local``).
+LOCAL_MARKER = "LOCAL_SOURCE.json"
+
+DATASET_KINDS: dict[str, type[DatasetSource]] = {}
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+class DatasetSource(ABC):
+    """One public dataset (or the user's own folder): download + convert.
+
+    Subclasses set ``kind`` (the params.yaml ``kind:`` value) and implement
+    :meth:`convert`; sources that can be fetched implement :meth:`download`.
+    """
+
+    kind: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, cfg: DatasetConfig, seed: int = 0) -> None:
+        self.cfg = cfg
+        #: the run's global seed (params.yaml ``seed``), for sources that generate data
+        self.seed = seed
+
+    def download(self, raw_dir: Path) -> None:
+        """Put the dataset's original files into ``raw_dir`` (which exists and is empty)."""
+        raise NotImplementedError(
+            f"dataset kind '{self.kind}' cannot be downloaded automatically; set "
+            f"'source: local' and 'path:' for datasets.{self.cfg.name} in params.yaml"
+        )
+
+    @abstractmethod
+    def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
+        """Read the originals under ``raw_dir`` and ``writer.add`` every image."""
+
+
+def register_dataset(cls: type[DatasetSource]) -> type[DatasetSource]:
+    """Class decorator: add a :class:`DatasetSource` to the registry under ``cls.kind``."""
+    if cls.kind in DATASET_KINDS and DATASET_KINDS[cls.kind] is not cls:
+        raise ValueError(f"dataset kind '{cls.kind}' is registered twice")
+    DATASET_KINDS[cls.kind] = cls
+    return cls
+
+
+def get_dataset(cfg: DatasetConfig, seed: int = 0) -> DatasetSource:
+    """Instantiate the source registered for ``cfg.kind``.
+
+    Raises
+    ------
+    KeyError
+        Naming the valid kinds and the fix.
+    """
+    try:
+        cls = DATASET_KINDS[cfg.kind]
+    except KeyError:
+        raise KeyError(
+            f"datasets.{cfg.name}.kind: unknown dataset kind '{cfg.kind}'; valid kinds: "
+            f"{', '.join(sorted(DATASET_KINDS))}. Fix 'kind:' in params.yaml."
+        ) from None
+    return cls(cfg, seed=seed)
+
+
+def raw_root(raw_dir: Path) -> Path:
+    """The folder that really holds the originals: ``raw_dir`` or the local path it points at."""
+    marker = Path(raw_dir) / LOCAL_MARKER
+    if marker.is_file():
+        target = Path(json.loads(marker.read_text())["path"])
+        if not target.is_dir():
+            raise FileNotFoundError(
+                f"{marker} points at {target}, which is not a folder. Fix 'path:' for this "
+                "dataset in params.yaml and re-run the download stage."
+            )
+        return target
+    return Path(raw_dir)
+
+
+class ConvertedWriter:
+    """Write images and labels of one dataset in the common format, then ``index.csv``.
+
+    Use inside :func:`cellbench.io.atomic_dir` so a failed conversion leaves no
+    partial dataset behind.
+
+    Parameters
+    ----------
+    out_dir : the (temporary) ``data/converted/{dataset}`` folder.
+    source : a short description of where the data came from, stored per row.
+    """
+
+    def __init__(self, out_dir: Path, source: str = "") -> None:
+        self.out_dir = Path(out_dir)
+        self.source = source
+        self.rows: list[dict] = []
+        self._id_set: set[str] = set()
+        (self.out_dir / "images").mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "labels").mkdir(parents=True, exist_ok=True)
+
+    def add(
+        self,
+        image_id: str,
+        image: np.ndarray,
+        labels: np.ndarray | None,
+        *,
+        cell_type: str = "unknown",
+        group: str | None = None,
+        sequence: str = "",
+        frame: int = -1,
+        annotation: str = "full",
+        official_split: str = "",
+        contested_pixels: int = 0,
+        source: str | None = None,
+    ) -> None:
+        """Add one image.
+
+        Parameters
+        ----------
+        image_id : unique id, letters/digits/``_.+-`` (used as the file name).
+        image : ``(H, W)`` or ``(H, W, C)``, any dtype; stored unchanged.
+        labels : ``(H, W)`` instance labels, 0 = background, no overlaps; ``None``
+            when the image has no annotation (``annotation='none'``).
+        group : unit that must never straddle train and test (default: the id).
+        annotation : ``full`` (every cell labelled), ``partial`` (only some) or ``none``.
+        """
+        if not _ID_RE.match(image_id):
+            raise ValueError(f"image id {image_id!r} must match {_ID_RE.pattern}")
+        if image_id in self._id_set:
+            raise ValueError(f"image id {image_id!r} is added twice")
+        if annotation not in ANNOTATION_LEVELS:
+            raise ValueError(f"annotation must be one of {ANNOTATION_LEVELS}, got {annotation!r}")
+        image = np.asarray(image)
+        if image.ndim not in (2, 3):
+            raise ValueError(f"image {image_id}: expected (H, W) or (H, W, C), got {image.shape}")
+        h, w = image.shape[:2]
+        n_instances = 0
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (h, w):
+                raise ValueError(
+                    f"image {image_id}: labels shape {labels.shape} differs from image {(h, w)}"
+                )
+            n_instances = int(len(np.unique(labels[labels > 0])))
+            write_labels(self.out_dir / "labels" / f"{image_id}.tif", labels)
+        elif annotation != "none":
+            raise ValueError(f"image {image_id}: labels missing but annotation={annotation!r}")
+        write_image(self.out_dir / "images" / f"{image_id}.tif", image)
+        self.rows.append(
+            {
+                "id": image_id,
+                "height": h,
+                "width": w,
+                "channels": 1 if image.ndim == 2 else image.shape[2],
+                "dtype": str(image.dtype),
+                "n_instances": n_instances,
+                "cell_type": cell_type,
+                "group": group if group is not None else image_id,
+                "sequence": sequence,
+                "frame": frame,
+                "annotation": annotation,
+                "source": source if source is not None else self.source,
+                "official_split": official_split,
+                "contested_pixels": int(contested_pixels),
+            }
+        )
+        self._id_set.add(image_id)
+
+    def finish(self) -> pd.DataFrame:
+        """Write ``index.csv`` (sorted by id) and return it."""
+        if not self.rows:
+            raise ValueError(
+                f"no images were converted into {self.out_dir}; check the source files"
+            )
+        index = pd.DataFrame(self.rows, columns=list(INDEX_COLUMNS)).sort_values("id")
+        write_csv(self.out_dir / "index.csv", index)
+        return index
+
+
+def read_index(converted_dir: Path) -> pd.DataFrame:
+    """Read ``index.csv`` of a converted dataset, with string columns kept as strings."""
+    path = Path(converted_dir) / "index.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing. Run the convert stage for this dataset first.")
+    return pd.read_csv(
+        path,
+        dtype={
+            "id": str,
+            "cell_type": str,
+            "group": str,
+            "sequence": str,
+            "source": str,
+            "official_split": str,
+            "annotation": str,
+        },
+        keep_default_na=False,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Generic helpers shared by the dataset sources
+# --------------------------------------------------------------------------------------
+
+
+def masks_to_labels(
+    masks: Iterable[np.ndarray] | np.ndarray, shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, int]:
+    """Merge per-instance masks, which may overlap, into one label image.
+
+    **The overlap rule (used by every source):** a pixel claimed by more than one
+    instance goes to the *smallest* of the claiming instances (fewest pixels in its
+    source mask; ties go to the instance that comes first in ``masks``). A small cell
+    lying on a large one therefore keeps its full shape and the large one loses the
+    covered part, instead of the small cell vanishing. Instances left with no pixel
+    (fully covered by smaller ones) and empty masks are dropped. Surviving instances
+    are numbered ``1..N`` in input order.
+
+    Parameters
+    ----------
+    masks : an ``(N, H, W)`` array, or an iterable of boolean ``(H, W)`` masks, or an
+        iterable of 1-D integer arrays of flat (row-major) pixel indices into ``shape``.
+    shape : ``(H, W)``; required when ``masks`` holds flat indices or is empty.
+
+    Returns
+    -------
+    labels : numpy.ndarray
+        ``(H, W)`` int32 instance labels, 0 = background.
+    contested_pixels : int
+        Number of pixels claimed by two or more instances before the rule was applied.
+    """
+    flat: list[np.ndarray] = []
+    for mask in masks:
+        mask = np.asarray(mask)
+        if mask.ndim == 2:
+            if shape is None:
+                shape = mask.shape
+            elif tuple(mask.shape) != tuple(shape):
+                raise ValueError(f"mask shape {mask.shape} differs from {tuple(shape)}")
+            flat.append(np.flatnonzero(mask))
+        elif mask.ndim == 1:
+            if shape is None:
+                raise ValueError("shape is required when masks are given as flat indices")
+            flat.append(np.unique(mask.astype(np.int64, copy=False)))
+        else:
+            raise ValueError(f"each mask must be (H, W) or flat indices, got shape {mask.shape}")
+    if shape is None:
+        raise ValueError("shape is required when there are no masks")
+    h, w = int(shape[0]), int(shape[1])
+    labels = np.zeros(h * w, dtype=np.int32)
+    if not flat:
+        return labels.reshape(h, w), 0
+    for idx in flat:
+        if idx.size and (idx[0] < 0 or idx[-1] >= h * w):
+            raise ValueError(f"mask pixel index out of range for shape {(h, w)}")
+    coverage = np.bincount(np.concatenate(flat), minlength=h * w)
+    contested = int(np.count_nonzero(coverage > 1))
+    # Paint largest first, smallest last, so the smallest claimant wins; among equal
+    # sizes the earlier instance is painted last and wins.
+    order = sorted(range(len(flat)), key=lambda i: (-flat[i].size, -i))
+    for i in order:
+        labels[flat[i]] = i + 1
+    labels = labels.reshape(h, w)
+    present = np.unique(labels)
+    present = present[present > 0]
+    lut = np.zeros(len(flat) + 1, dtype=np.int32)
+    lut[present] = np.arange(1, present.size + 1, dtype=np.int32)
+    return lut[labels], contested
+
+
+def dataset_options(cfg: DatasetConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``cfg.options`` over a source's defaults, refusing unknown keys.
+
+    Raises
+    ------
+    ValueError
+        Naming the unknown option(s), the allowed ones and the params.yaml key.
+    """
+    options = dict(cfg.options or {})
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"datasets.{cfg.name}.options: unknown option(s) {', '.join(unknown)} for kind "
+            f"'{cfg.kind}'; allowed: {', '.join(sorted(defaults)) or '(none)'}. Fix params.yaml."
+        )
+    return {**defaults, **options}
+
+
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.+-]+")
+
+
+def safe_image_id(text: str) -> str:
+    """Turn a source file name into an image id accepted by :class:`ConvertedWriter`.
+
+    Runs of characters other than letters, digits and ``_.+-`` become ``_``; a leading
+    character that is not a letter or digit is prefixed with ``x``.
+    """
+    out = _UNSAFE_ID_CHARS.sub("_", str(text)).strip("_")
+    if not out:
+        raise ValueError(f"cannot make an image id from {text!r}")
+    if not out[0].isalnum():
+        out = "x" + out
+    return out

@@ -1,0 +1,565 @@
+"""Broad Bioimage Benchmark Collection sets: BBBC039, BBBC009, BBBC007, BBBC018, BBBC041.
+
+All are fetched over HTTP from ``https://data.broadinstitute.org/bbbc/<SET>/`` and
+checked against ``checksums.yaml`` (see each class for the files and layouts).
+
+Outline ground truth (BBBC009, BBBC007, BBBC018) is turned into instances by one rule,
+:func:`outlines_to_labels`: the regions enclosed by the outline strokes are the cells.
+Enclosed regions are found as the **4-connected** components of the non-outline pixels
+that do not reach the image border (8-connectivity would leak through diagonal strokes
+and merge touching cells); enclosed regions smaller than ``min_area`` pixels (default
+30) are the little gaps where strokes cross, not cells, and are dropped; with
+``outline_pixels: assign`` (default) the stroke pixels then go to the nearest cell
+within 2 pixels, so that a cell includes its own outline. Cells cut by the image border
+whose outline is not closed cannot be recovered and are missing from the labels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from skimage.measure import label as connected_components
+from skimage.segmentation import expand_labels
+
+from cellbench.datasets._common import find_dir, find_file, iter_files, log, relabel
+from cellbench.datasets.base import (
+    ConvertedWriter,
+    DatasetSource,
+    dataset_options,
+    masks_to_labels,
+    register_dataset,
+    safe_image_id,
+)
+from cellbench.datasets.download import fetch_and_extract
+from cellbench.io import read_image, write_csv, write_json
+
+__all__ = [
+    "BBBC007",
+    "BBBC009",
+    "BBBC018",
+    "BBBC039",
+    "BBBC041",
+    "outline_mask",
+    "outlines_to_labels",
+    "read_cellomics_dib",
+]
+
+_OUTLINE_DEFAULTS = {"min_area": 30, "outline_pixels": "assign"}
+
+
+# --------------------------------------------------------------------------------------
+# Outline annotations
+# --------------------------------------------------------------------------------------
+
+
+def outline_mask(outline: np.ndarray) -> np.ndarray:
+    """Boolean stroke mask of an outline image (any dtype, grey or colour).
+
+    Non-zero pixels are strokes. If more than half of the image would be stroke, the
+    file was read with the opposite photometric convention (e.g. a MinIsWhite bilevel
+    TIFF read by PIL) and the mask is inverted.
+    """
+    outline = np.squeeze(np.asarray(outline))
+    if outline.ndim == 3:
+        channels = outline[..., :3] if outline.shape[-1] == 4 else outline
+        outline = (channels != 0).any(axis=-1)
+    mask = outline.astype(bool) if outline.dtype == bool else outline != 0
+    if mask.mean() > 0.5:
+        mask = ~mask
+    return mask
+
+
+def outlines_to_labels(
+    outline: np.ndarray, *, min_area: int = 30, outline_pixels: str = "assign"
+) -> np.ndarray:
+    """Instances enclosed by hand-drawn outline strokes (rule in the module docstring).
+
+    Parameters
+    ----------
+    outline : the outline image; non-zero (or, if inverted, zero) pixels are strokes.
+    min_area : enclosed regions with fewer pixels are stroke-crossing gaps, dropped.
+    outline_pixels : ``assign`` gives stroke pixels to the nearest cell within 2 px;
+        ``background`` leaves them at 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` int32 labels ``1..N``.
+    """
+    if outline_pixels not in ("assign", "background"):
+        raise ValueError(f"outline_pixels must be 'assign' or 'background', got {outline_pixels!r}")
+    strokes = outline_mask(outline)
+    free = ~strokes
+    regions = connected_components(free, connectivity=1)
+    edge = np.unique(np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]]))
+    sizes = np.bincount(regions.ravel())
+    drop = np.zeros(sizes.size, dtype=bool)
+    drop[edge] = True
+    drop[sizes < int(min_area)] = True
+    drop[0] = True
+    regions[drop[regions]] = 0
+    labels = relabel(regions)
+    if outline_pixels == "assign" and labels.max() > 0:
+        grown = expand_labels(labels, distance=2)
+        labels = np.where((labels == 0) & strokes, grown, labels).astype(np.int32)
+    return labels
+
+
+def _outline_options(name: str, opts: dict) -> dict:
+    if opts["outline_pixels"] not in ("assign", "background"):
+        raise ValueError(
+            f"datasets.{name}.options.outline_pixels must be 'assign' or 'background', "
+            f"got {opts['outline_pixels']!r}"
+        )
+    return {"min_area": int(opts["min_area"]), "outline_pixels": opts["outline_pixels"]}
+
+
+def _target(name: str, value: object) -> str:
+    if value not in ("nuclei", "cells"):
+        raise ValueError(
+            f"datasets.{name}.options.target must be 'nuclei' or 'cells', got {value!r}"
+        )
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------
+# BBBC039
+# --------------------------------------------------------------------------------------
+
+
+@register_dataset
+class BBBC039(DatasetSource):
+    """BBBC039 v1: U2OS nuclei (Hoechst), 200 fields, instance masks as graph colouring.
+
+    Download: ``images.zip``, ``masks.zip``, ``metadata.zip`` from
+    https://data.broadinstitute.org/bbbc/BBBC039/ (CC0).
+
+    Layout::
+
+        images/IXMtest_<well>_s<site>_w1<UUID>.tif   16-bit grey TIFF, 520 x 696
+        masks/IXMtest_<well>_s<site>_w1<UUID>.png    RGBA PNG; R = 0..3, a graph colouring
+        metadata/training.txt validation.txt test.txt   the official split (mask file names)
+
+    Conversion: instances are the connected components of each colour of the R
+    channel (``skimage.measure.label(mask[..., 0])``): touching nuclei have different
+    colours, a colour is reused by nuclei that do not touch. ``group`` = the well
+    (one compound per well); ``official_split = test`` for the files in
+    ``metadata/test.txt`` when present. No options.
+    """
+
+    kind = "bbbc039"
+    description = "BBBC039 U2OS nuclei (fluorescence), 16-bit TIFF + colour-coded masks"
+
+    def download(self, raw_dir: Path) -> None:
+        """Fetch and unpack images.zip, masks.zip and metadata.zip."""
+        fetch_and_extract("bbbc039", raw_dir)
+
+    def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
+        """Decode each colour-coded mask into instances."""
+        dataset_options(self.cfg, {})
+        image_dir, mask_dir = find_dir(raw_dir, "images"), find_dir(raw_dir, "masks")
+        if image_dir is None or mask_dir is None:
+            raise FileNotFoundError(f"{raw_dir}: expected BBBC039 folders images/ and masks/")
+        test_list = find_file(raw_dir, "test.txt")
+        test_stems = set()
+        if test_list is not None:
+            test_stems = {Path(x.strip()).stem for x in test_list.read_text().split() if x.strip()}
+        for image_path in sorted(image_dir.glob("*.tif")):
+            mask_path = mask_dir / f"{image_path.stem}.png"
+            if not mask_path.is_file():
+                log.warning("%s: no mask %s; skipped", image_path.name, mask_path.name)
+                continue
+            image = read_image(image_path)
+            mask = read_image(mask_path)
+            colours = mask[..., 0] if mask.ndim == 3 else mask
+            labels = connected_components(colours)
+            match = re.match(r"^[^_]+_([A-Z]\d+)_s\d+", image_path.stem)
+            writer.add(
+                safe_image_id(image_path.stem),
+                image,
+                relabel(labels),
+                cell_type="U2OS",
+                group=match.group(1) if match else image_path.stem,
+                annotation="full",
+                official_split="test" if image_path.stem in test_stems else "",
+                source="BBBC039 v1",
+            )
+
+
+# --------------------------------------------------------------------------------------
+# BBBC009
+# --------------------------------------------------------------------------------------
+
+
+@register_dataset
+class BBBC009(DatasetSource):
+    """BBBC009 v1: human red blood cells, DIC, with hand-drawn cell outlines.
+
+    Download: ``BBBC009_v1_images.zip`` and ``BBBC009_v1_outlines.zip`` from
+    https://data.broadinstitute.org/bbbc/BBBC009/.
+
+    Layout: images (8-bit grey TIFF, 600 x 800) and outlines (1-bit bilevel TIFF,
+    **MinIsWhite**: ``tifffile`` returns True on the strokes, PIL the inverse) with the
+    same file names, in folders whose path contains ``images`` / ``outlines``.
+
+    Conversion: :func:`outlines_to_labels`. Options ``min_area`` (default 30) and
+    ``outline_pixels`` (``assign`` | ``background``).
+    """
+
+    kind = "bbbc009"
+    description = "BBBC009 human red blood cells (DIC), outline annotations"
+
+    def download(self, raw_dir: Path) -> None:
+        """Fetch and unpack the image and outline archives."""
+        fetch_and_extract("bbbc009", raw_dir)
+
+    def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
+        """Pair each image with its outline file and fill the outlines."""
+        opts = _outline_options(self.cfg.name, dataset_options(self.cfg, _OUTLINE_DEFAULTS))
+        images, outlines = {}, {}
+        for path in iter_files(Path(raw_dir), "*.tif*"):
+            rel = str(path.relative_to(raw_dir).parent).lower()
+            (outlines if "outline" in rel else images)[path.stem] = path
+        if not outlines:
+            raise FileNotFoundError(f"{raw_dir}: no outline TIFFs (in a folder named *outlines*)")
+        for stem, outline_path in sorted(outlines.items()):
+            if stem not in images:
+                log.warning("%s: no image for outline %s; skipped", raw_dir, outline_path.name)
+                continue
+            image = read_image(images[stem])
+            labels = outlines_to_labels(read_image(outline_path), **opts)
+            writer.add(
+                safe_image_id(stem),
+                image,
+                labels,
+                cell_type="erythrocyte",
+                annotation="full",
+                source="BBBC009 v1 outlines",
+            )
+
+
+# --------------------------------------------------------------------------------------
+# BBBC007
+# --------------------------------------------------------------------------------------
+
+_BBBC007_PAIRS = (
+    (re.compile(r"d\.tif$", re.I), "f.tif"),
+    (re.compile(r"_D_1UL\.tif$", re.I), "_F_2UL.tif"),
+    (re.compile(r"d0\.tif$", re.I), "d1.tif"),
+)
+
+
+def _bbbc007_actin_name(dna_name: str) -> str | None:
+    for pattern, replacement in _BBBC007_PAIRS:
+        if pattern.search(dna_name):
+            return pattern.sub(replacement, dna_name)
+    return None
+
+
+@register_dataset
+class BBBC007(DatasetSource):
+    """BBBC007 v1: Drosophila Kc167 cells, DNA + actin, hand-drawn outlines.
+
+    Download: ``BBBC007_v1_images.zip`` and ``BBBC007_v1_outlines.zip`` from
+    https://data.broadinstitute.org/bbbc/BBBC007/ (CC0).
+
+    Layout::
+
+        BBBC007_v1_images/<sample>/<field>d.tif     DNA (grey, some RGB) ; actin: <field>f.tif
+        BBBC007_v1_outlines/<sample>/<field>d.tif   nucleus outlines ; cell outlines: <field>f.tif
+
+    Three naming conventions pair DNA and actin: ``...d.tif``/``...f.tif``,
+    ``..._D_1UL.tif``/``..._F_2UL.tif`` and ``...d0.tif``/``...d1.tif``. Outlines are white
+    strokes on black.
+
+    Conversion: ``target: nuclei`` (default) pairs the DNA image with the nucleus
+    outlines, ``target: cells`` the actin image with the cell outlines;
+    :func:`outlines_to_labels` fills them. ``group`` = the sample folder. Options
+    ``target``, ``min_area``, ``outline_pixels``.
+    """
+
+    kind = "bbbc007"
+    description = "BBBC007 Drosophila Kc167 cells, DNA/actin with outline annotations"
+
+    def download(self, raw_dir: Path) -> None:
+        """Fetch and unpack the image and outline archives."""
+        fetch_and_extract("bbbc007", raw_dir)
+
+    def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
+        """Pair DNA/actin fields with their outlines and fill the chosen target."""
+        opts = dataset_options(self.cfg, {"target": "nuclei", **_OUTLINE_DEFAULTS})
+        target = _target(self.cfg.name, opts["target"])
+        fill = _outline_options(self.cfg.name, opts)
+        raw_dir = Path(raw_dir)
+        images: dict[str, Path] = {}
+        outlines: dict[str, Path] = {}
+        for path in iter_files(raw_dir, "*.tif*"):
+            rel = path.relative_to(raw_dir)
+            top = next((i for i, p in enumerate(rel.parts) if "outline" in p.lower()), None)
+            if top is not None:
+                outlines["/".join(rel.parts[top + 1 :])] = path
+                continue
+            top = next((i for i, p in enumerate(rel.parts) if "image" in p.lower()), None)
+            images["/".join(rel.parts[top + 1 :] if top is not None else rel.parts)] = path
+        if not outlines:
+            raise FileNotFoundError(f"{raw_dir}: no outline TIFFs (in BBBC007_v1_outlines/)")
+        for key in sorted(images):
+            actin = _bbbc007_actin_name(key)
+            if actin is None:
+                continue
+            chosen = key if target == "nuclei" else actin
+            if chosen not in images or chosen not in outlines:
+                log.warning("BBBC007 %s: image or outline for %s missing; skipped", key, target)
+                continue
+            image = read_image(images[chosen])
+            labels = outlines_to_labels(read_image(outlines[chosen]), **fill)
+            if labels.shape != image.shape[:2]:
+                raise ValueError(f"{outlines[chosen]}: shape {labels.shape} != image {image.shape}")
+            sample = key.split("/")[0] if "/" in key else ""
+            writer.add(
+                safe_image_id(Path(chosen).with_suffix("").as_posix()),
+                image,
+                labels,
+                cell_type="Kc167",
+                group=sample or None,
+                annotation="full",
+                source=f"BBBC007 v1 {target} outlines",
+            )
+
+
+# --------------------------------------------------------------------------------------
+# BBBC018
+# --------------------------------------------------------------------------------------
+
+
+def read_cellomics_dib(path: Path) -> np.ndarray:
+    """Read a Cellomics ArrayScan ``.DIB`` image (BBBC018) as ``(H, W)`` (or ``(Z, H, W)``).
+
+    The layout follows Bio-Formats' ``CellomicsReader``: little-endian int32 width at
+    byte 4, int32 height at 8, int16 planes at 12, int16 bits per pixel at 14, int32
+    compression at 16 (must be 0), pixel data from byte 52, rows in file order
+    (top row first). General-purpose BMP readers (PIL) treat the file as a bottom-up
+    bitmap and return it upside down, and read 16-bit data as RGB555.
+    """
+    data = Path(path).read_bytes()
+    if len(data) < 52:
+        raise ValueError(f"{path}: too short for a Cellomics DIB header")
+    width, height, planes, bits, compression = struct.unpack_from("<iihhi", data, 4)
+    if compression != 0:
+        raise ValueError(f"{path}: compressed Cellomics DIB is not supported")
+    if bits not in (8, 16) or width <= 0 or height <= 0 or planes <= 0:
+        raise ValueError(
+            f"{path}: unexpected DIB header (width={width}, height={height}, planes={planes}, "
+            f"bits={bits})"
+        )
+    dtype = np.dtype("<u2") if bits == 16 else np.dtype("u1")
+    count = width * height * planes
+    if 52 + count * dtype.itemsize > len(data):
+        raise ValueError(f"{path}: file is shorter than its header says")
+    pixels = np.frombuffer(data, dtype=dtype, count=count, offset=52).astype(
+        dtype.newbyteorder("=")
+    )
+    pixels = pixels.reshape(planes, height, width)
+    return pixels[0] if planes == 1 else pixels
+
+
+@register_dataset
+class BBBC018(DatasetSource):
+    """BBBC018 v1: human HT29 colon-cancer cells, DNA / actin / pH3, hand-drawn outlines.
+
+    Download: ``BBBC018_v1_images.zip`` and ``BBBC018_v1_outlines.zip`` from
+    https://data.broadinstitute.org/bbbc/BBBC018/.
+
+    Layout::
+
+        BBBC018_v1_images/<wellidx>-DNA.DIB, -actin.DIB, -pH3.DIB   Cellomics DIB, 512 x 512
+        BBBC018_v1_outlines/<wellidx>-nuclei.png, -cells.png          outline PNGs
+
+    56 fields of view; one field (10779) has no outlines and is skipped.
+
+    Conversion: ``target: nuclei`` (default) takes the DNA channel and the nuclei
+    outlines, ``cells`` the actin channel and the cell outlines (``all_channels: true``
+    stacks DNA, actin, pH3 as the image instead). DIBs are read with
+    :func:`read_cellomics_dib`; ``flip_outlines: true`` flips the outline images
+    vertically, should they not line up with the images. Options ``target``,
+    ``all_channels``, ``flip_outlines``, ``min_area``, ``outline_pixels``.
+    """
+
+    kind = "bbbc018"
+    description = "BBBC018 HT29 cells (DNA/actin/pH3 DIB), outline annotations"
+
+    def download(self, raw_dir: Path) -> None:
+        """Fetch and unpack the image and outline archives."""
+        fetch_and_extract("bbbc018", raw_dir)
+
+    def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
+        """Read the DIB channels, fill the chosen outlines."""
+        defaults = {"target": "nuclei", "all_channels": False, "flip_outlines": False}
+        opts = dataset_options(self.cfg, {**defaults, **_OUTLINE_DEFAULTS})
+        target = _target(self.cfg.name, opts["target"])
+        fill = _outline_options(self.cfg.name, opts)
+        dibs = {
+            p.name.lower(): p for p in iter_files(Path(raw_dir), "*") if p.suffix.lower() == ".dib"
+        }
+        outlines = {p.name.lower(): p for p in iter_files(Path(raw_dir), "*.png")}
+        wells = sorted({n.rsplit("-", 1)[0] for n in dibs})
+        if not wells:
+            raise FileNotFoundError(f"{raw_dir}: no BBBC018 .DIB images (BBBC018_v1_images/)")
+        channel = "dna" if target == "nuclei" else "actin"
+        for well in wells:
+            outline = outlines.get(f"{well}-{target}.png")
+            if outline is None or f"{well}-{channel}.dib" not in dibs:
+                log.warning("BBBC018 %s: no %s outline or %s image; skipped", well, target, channel)
+                continue
+            if opts["all_channels"]:
+                names = [f"{well}-{c}.dib" for c in ("dna", "actin", "ph3")]
+                missing = [n for n in names if n not in dibs]
+                if missing:
+                    log.warning("BBBC018 %s: missing %s; skipped", well, missing)
+                    continue
+                image = np.stack([read_cellomics_dib(dibs[n]) for n in names], axis=-1)
+            else:
+                image = read_cellomics_dib(dibs[f"{well}-{channel}.dib"])
+            drawing = read_image(outline)
+            if opts["flip_outlines"]:
+                drawing = drawing[::-1]
+            labels = outlines_to_labels(drawing, **fill)
+            if labels.shape != image.shape[:2]:
+                raise ValueError(f"{outline}: shape {labels.shape} != image {image.shape[:2]}")
+            writer.add(
+                safe_image_id(f"{well}-{target}"),
+                image,
+                labels,
+                cell_type="HT29",
+                group=well,
+                annotation="full",
+                source=f"BBBC018 v1 {target} outlines",
+            )
+
+
+# --------------------------------------------------------------------------------------
+# BBBC041
+# --------------------------------------------------------------------------------------
+
+#: Written next to index.csv for BBBC041; the report should show it.
+BOXES_NOTE = (
+    "BBBC041 (P. vivax blood smears) is annotated with bounding boxes only, no masks. "
+    "The images are converted with annotation=none and the boxes are in boxes.csv; "
+    "mask-based metrics (AP over mask IoU, PQ, AJI, CTC SEG, pixel IoU/Dice) do not "
+    "apply to this dataset."
+)
+
+
+@register_dataset
+class BBBC041(DatasetSource):
+    """BBBC041 v1: P. vivax (malaria) infected blood smears, bounding boxes only.
+
+    Download: ``malaria.zip`` from https://data.broadinstitute.org/bbbc/BBBC041/
+    (CC BY-NC-SA 3.0).
+
+    Layout::
+
+        malaria/images/<uuid>.png|.jpg    RGB, 1600 x 1200 (some 1944 x 1383)
+        malaria/training.json, test.json  [{"image": {"pathname": "/images/<uuid>.png",
+                                              "shape": {"r", "c", "channels"}},
+                                            "objects": [{"category": ...,
+                                              "bounding_box": {"minimum": {"r", "c"},
+                                                               "maximum": {"r", "c"}}}]}]
+
+    Conversion: **boxes only; mask metrics do not apply.** Every image is written
+    with ``annotation = none`` (no label image), its boxes go to ``boxes.csv``
+    (``id, category, row_min, col_min, row_max, col_max``) and ``dataset_notes.json``
+    says so. ``official_split = test`` for the images of ``test.json``. The option
+    ``boxes_as_masks: true`` instead writes each box as a filled rectangle instance
+    (``annotation = partial``, overlaps resolved by the common rule) for detection-style
+    experiments; such labels are not cell masks.
+    """
+
+    kind = "bbbc041"
+    description = "BBBC041 malaria blood smears, bounding boxes only (no mask metrics)"
+
+    def download(self, raw_dir: Path) -> None:
+        """Fetch and unpack malaria.zip."""
+        fetch_and_extract("bbbc041", raw_dir)
+
+    def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
+        """Write images without labels plus boxes.csv (or boxes as rectangles if asked)."""
+        opts = dataset_options(self.cfg, {"boxes_as_masks": False})
+        raw_dir = Path(raw_dir)
+        files = {}
+        for split_name, official in (("training.json", ""), ("test.json", "test")):
+            path = find_file(raw_dir, split_name)
+            if path is not None:
+                files[path] = official
+        if not files:
+            raise FileNotFoundError(f"{raw_dir}: no BBBC041 training.json / test.json")
+        boxes = []
+        seen = set()
+        for json_path, official in files.items():
+            for entry in json.loads(json_path.read_text()):
+                pathname = entry["image"]["pathname"].lstrip("/")
+                image_path = json_path.parent / pathname
+                if not image_path.is_file():
+                    log.warning("%s: image %s missing; skipped", json_path.name, image_path)
+                    continue
+                image_id = safe_image_id(Path(pathname).stem)
+                if image_id in seen:
+                    continue
+                seen.add(image_id)
+                image = read_image(image_path)
+                h, w = image.shape[:2]
+                rects = []
+                for obj in entry.get("objects", []):
+                    box = obj["bounding_box"]
+                    r0, c0 = int(box["minimum"]["r"]), int(box["minimum"]["c"])
+                    r1, c1 = int(box["maximum"]["r"]), int(box["maximum"]["c"])
+                    boxes.append(
+                        {
+                            "id": image_id,
+                            "category": obj.get("category", ""),
+                            "row_min": r0,
+                            "col_min": c0,
+                            "row_max": r1,
+                            "col_max": c1,
+                        }
+                    )
+                    rects.append((max(r0, 0), max(c0, 0), min(r1, h), min(c1, w)))
+                categories = Counter(o.get("category", "") for o in entry.get("objects", []))
+                labels, contested, level = None, 0, "none"
+                if opts["boxes_as_masks"]:
+                    masks = []
+                    for r0, c0, r1, c1 in rects:
+                        mask = np.zeros((h, w), dtype=bool)
+                        mask[r0:r1, c0:c1] = True
+                        masks.append(mask)
+                    labels, contested = masks_to_labels(masks, (h, w))
+                    level = "partial"
+                infected = any(
+                    c not in ("red blood cell", "leukocyte", "difficult") for c in categories
+                )
+                writer.add(
+                    image_id,
+                    image,
+                    labels,
+                    cell_type="infected" if infected else "uninfected",
+                    annotation=level,
+                    official_split=official,
+                    contested_pixels=contested,
+                    source="BBBC041 v1 bounding boxes",
+                )
+        columns = ["id", "category", "row_min", "col_min", "row_max", "col_max"]
+        write_csv(writer.out_dir / "boxes.csv", pd.DataFrame(boxes, columns=columns))
+        write_json(
+            writer.out_dir / "dataset_notes.json",
+            {
+                "annotation": "boxes" if not opts["boxes_as_masks"] else "boxes_as_rectangles",
+                "mask_metrics_apply": False,
+                "note": BOXES_NOTE,
+            },
+        )

@@ -1,0 +1,255 @@
+"""Cell Tracking Challenge (CTC) 2D training datasets, by name.
+
+Download
+    ``https://data.celltrackingchallenge.net/training-datasets/<name>.zip`` (see
+    https://celltrackingchallenge.net/2d-datasets/), verified against the SHA-256 in
+    ``checksums.yaml``. Known names: BF-C2DL-HSC, BF-C2DL-MuSC, DIC-C2DH-HeLa,
+    Fluo-C2DL-Huh7, Fluo-C2DL-MSC, Fluo-N2DH-GOWT1, Fluo-N2DH-SIM+, Fluo-N2DL-HeLa,
+    PhC-C2DH-U373, PhC-C2DL-PSC. Terms: CTC "Conditions of use of the images".
+
+Original layout (LZW-compressed TIFFs, read through ``imagecodecs``)
+    ::
+
+        <name>/01/tNNN.tif                 frames of sequence 01 (uint8 or uint16)
+        <name>/01_GT/SEG/man_segNNN.tif    gold truth: only some frames, often only some cells
+        <name>/01_GT/TRA/...               tracking truth (not used)
+        <name>/01_ST/SEG/man_segNNN.tif    silver truth: every cell of the covered frames
+        <name>/02/...                      sequence 02, same layout
+
+    Frame numbers have 3 digits (4 for long sequences); ``man_segNNN`` belongs to ``tNNN``.
+
+Conversion
+    - One image per annotated frame of the chosen truth (``truth: GT`` or ``ST``);
+      frames without a label file are not converted.
+    - ``annotation``: GT is ``partial`` (the gold truth labels only some cells) except
+      for the synthetic Fluo-N2DH-SIM+, whose GT is complete (``full``); ST is ``full``.
+    - ``sequence`` = ``01``/``02``, ``frame`` = the frame number, ``group`` =
+      ``<name>/<sequence>`` (a sequence never straddles train and test),
+      ``cell_type`` = the dataset name.
+    - Held-out sequence: frames of ``test_sequence`` get ``official_split = test``.
+      ``auto`` (default) holds out the last sequence when two or more are converted.
+    - ``frame_blocks: N`` cuts each sequence's annotated frames, in time order, into N
+      contiguous blocks, each its own ``group`` (``<name>/<sequence>/b<k>``). With only
+      one sequence (e.g. a local copy of ``01``) that is what lets the split deal
+      frames to train, val and test while keeping neighbouring frames together.
+    - Label ids are renumbered ``1..N`` per frame (SEG ids carry no identity anyway).
+
+Options
+    ``name`` (str, required): the CTC dataset name, e.g. ``DIC-C2DH-HeLa``.
+    ``truth`` (``GT`` | ``ST``, default ``GT``).
+    ``sequences`` (list or null): sequences to convert, default all found (``01``, ``02``).
+    ``test_sequence`` (``auto`` | a sequence | null): the held-out sequence.
+    ``annotation`` (``full`` | ``partial`` | null): override the annotation level.
+    ``frame_blocks`` (int >= 1 or null, default null): time blocks per sequence used as
+    split groups; null keeps one group per sequence.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from cellbench.datasets._common import log, read_label_image, relabel
+from cellbench.datasets.base import (
+    ConvertedWriter,
+    DatasetSource,
+    dataset_options,
+    register_dataset,
+    safe_image_id,
+)
+from cellbench.datasets.download import fetch_and_extract, remote_files
+from cellbench.io import read_image
+
+__all__ = ["CellTrackingChallenge", "COMPLETE_GT"]
+
+DEFAULTS = {
+    "name": None,
+    "truth": "GT",
+    "sequences": None,
+    "test_sequence": "auto",
+    "annotation": None,
+    "frame_blocks": None,
+}
+
+#: CTC datasets whose gold truth segments every cell in every frame (synthetic data).
+COMPLETE_GT = frozenset({"Fluo-N2DH-SIM+", "Fluo-N3DH-SIM+"})
+
+_FRAME_RE = re.compile(r"^t(\d+)\.tiff?$")
+_SEG_RE = re.compile(r"^man_seg(\d+)\.tiff?$")
+_SEQ_RE = re.compile(r"^\d{2,}$")
+
+
+def _index(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+    found = {}
+    for path in sorted(folder.iterdir()):
+        match = pattern.match(path.name)
+        if match and path.is_file():
+            found[int(match.group(1))] = path
+    return found
+
+
+def _frame_groups(base: str, frames: list[int], blocks: int | None) -> dict[int, str]:
+    """Split group per frame: ``base`` for all, or ``base/b<k>`` for ``blocks`` time blocks."""
+    if not blocks:
+        return dict.fromkeys(frames, base)
+    chunks = np.array_split(np.asarray(sorted(frames), dtype=int), min(blocks, len(frames)))
+    return {int(f): f"{base}/b{k}" for k, chunk in enumerate(chunks) for f in chunk}
+
+
+@register_dataset
+class CellTrackingChallenge(DatasetSource):
+    """A CTC 2D training dataset: sequences 01/02 with GT or ST segmentation truth."""
+
+    kind = "ctc"
+    description = "Cell Tracking Challenge 2D training data (GT or ST segmentation truth)"
+
+    def _name(self) -> str:
+        name = self.cfg.options.get("name") if self.cfg.options else None
+        if not name:
+            known = sorted(f[: -len(".zip")] for f in (r.filename for r in remote_files("ctc")))
+            raise ValueError(
+                f"datasets.{self.cfg.name}.options.name is required for kind 'ctc': the CTC "
+                f"dataset name, one of {', '.join(known)}"
+            )
+        return str(name)
+
+    def download(self, raw_dir: Path) -> None:
+        """Fetch ``<name>.zip`` from the CTC server (checksum-verified) and unpack it."""
+        name = self._name()
+        known = {r.filename: r for r in remote_files("ctc")}
+        if f"{name}.zip" not in known:
+            raise ValueError(
+                f"datasets.{self.cfg.name}.options.name: no download known for CTC dataset "
+                f"'{name}'; known: {', '.join(sorted(k[:-4] for k in known))}. For another "
+                "dataset use 'source: local' with 'path:' pointing at its folder."
+            )
+        fetch_and_extract("ctc", raw_dir, [f"{name}.zip"])
+
+    def _dataset_root(self, raw_dir: Path, name: str) -> Path:
+        raw_dir = Path(raw_dir)
+        for candidate in (raw_dir / name, raw_dir):
+            if candidate.is_dir() and any(
+                p.is_dir() and _SEQ_RE.match(p.name) for p in candidate.iterdir()
+            ):
+                return candidate
+        raise FileNotFoundError(
+            f"{raw_dir}: no CTC dataset '{name}' (expected {raw_dir / name}/01/t000.tif and "
+            f"{raw_dir / name}/01_GT/SEG/). Check options.name and the path."
+        )
+
+    def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
+        """Convert every frame that has a label file of the chosen truth."""
+        opts = dataset_options(self.cfg, DEFAULTS)
+        name = self._name()
+        truth = str(opts["truth"]).upper()
+        if truth not in ("GT", "ST"):
+            raise ValueError(
+                f"datasets.{self.cfg.name}.options.truth must be 'GT' (gold) or 'ST' (silver), "
+                f"got {opts['truth']!r}"
+            )
+        if opts["annotation"] not in (None, "full", "partial"):
+            raise ValueError(
+                f"datasets.{self.cfg.name}.options.annotation must be full, partial or null"
+            )
+        blocks = opts["frame_blocks"]
+        if blocks is not None and (
+            isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1
+        ):
+            raise ValueError(
+                f"datasets.{self.cfg.name}.options.frame_blocks must be a positive integer "
+                f"or null, got {blocks!r}"
+            )
+        root = self._dataset_root(raw_dir, name)
+        available = sorted(p.name for p in root.iterdir() if p.is_dir() and _SEQ_RE.match(p.name))
+        wanted = [str(s).zfill(2) for s in opts["sequences"]] if opts["sequences"] else available
+        unknown = [s for s in wanted if s not in available]
+        if unknown:
+            raise ValueError(
+                f"datasets.{self.cfg.name}.options.sequences: {unknown} not found in {root}; "
+                f"available: {available}"
+            )
+        sequences = []
+        for seq in wanted:
+            seg_dir = root / f"{seq}_{truth}" / "SEG"
+            if seg_dir.is_dir() and _index(seg_dir, _SEG_RE):
+                sequences.append(seq)
+            elif opts["sequences"]:
+                raise FileNotFoundError(
+                    f"{seg_dir}: no {truth} segmentation for sequence {seq}. "
+                    + self._truth_hint(root, seq, truth)
+                )
+            else:
+                log.warning("%s: no %s segmentation for sequence %s; skipped", name, truth, seq)
+        if not sequences:
+            raise FileNotFoundError(
+                f"{root}: no sequence has {truth} segmentation ({truth} = "
+                f"{'gold' if truth == 'GT' else 'silver'} truth). "
+                + self._truth_hint(root, wanted[0] if wanted else "01", truth)
+            )
+        test_seq = self._test_sequence(opts["test_sequence"], sequences)
+        if opts["annotation"]:
+            level = opts["annotation"]
+        elif truth == "ST" or name in COMPLETE_GT:
+            level = "full"
+        else:
+            level = "partial"
+        if len(sequences) == 1 and test_seq is None and blocks is None:
+            log.warning(
+                "%s: only sequence %s is converted and it is one split group, so the split "
+                "cannot hold out a test set; set 'frame_blocks: 3' (or more) in the options "
+                "to split its frames in time blocks",
+                name,
+                sequences[0],
+            )
+        for seq in sequences:
+            frames = _index(root / seq, _FRAME_RE)
+            segs = _index(root / f"{seq}_{truth}" / "SEG", _SEG_RE)
+            missing = sorted(f for f in segs if f not in frames)
+            for frame in missing:
+                log.warning(
+                    "%s: no frame t%03d for %s; skipped", root / seq, frame, segs[frame].name
+                )
+            kept = [f for f in sorted(segs) if f in frames]
+            group_of = _frame_groups(f"{name}/{seq}", kept, blocks)
+            for frame in kept:
+                seg_path = segs[frame]
+                image = read_image(frames[frame])
+                labels = read_label_image(seg_path)
+                if labels.shape != image.shape[:2]:
+                    raise ValueError(
+                        f"{seg_path}: shape {labels.shape} differs from {frames[frame]} {image.shape}"
+                    )
+                writer.add(
+                    safe_image_id(f"{name}_{seq}_t{frame:03d}"),
+                    image,
+                    relabel(labels),
+                    cell_type=name,
+                    group=group_of[frame],
+                    sequence=seq,
+                    frame=frame,
+                    annotation=level,
+                    official_split="test" if seq == test_seq else "",
+                    source=f"CTC {name} {seq}_{truth}/SEG",
+                )
+
+    def _test_sequence(self, option: object, sequences: list[str]) -> str | None:
+        if option is None or str(option).lower() in ("none", "null", ""):
+            return None
+        if str(option).lower() == "auto":
+            return sequences[-1] if len(sequences) >= 2 else None
+        seq = str(option).zfill(2)
+        if seq not in sequences:
+            raise ValueError(
+                f"datasets.{self.cfg.name}.options.test_sequence: '{option}' is not among the "
+                f"converted sequences {sequences}"
+            )
+        return seq
+
+    @staticmethod
+    def _truth_hint(root: Path, seq: str, truth: str) -> str:
+        other = "ST" if truth == "GT" else "GT"
+        if (root / f"{seq}_{other}" / "SEG").is_dir():
+            return f"{other} exists: set 'truth: {other}' in the dataset options."
+        return "Check that the CTC training archive was extracted completely."

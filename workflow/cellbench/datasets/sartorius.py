@@ -1,0 +1,133 @@
+"""Kaggle Sartorius Cell Instance Segmentation 2021 (neuronal cells, phase contrast).
+
+Download
+    Kaggle competition ``sartorius-cell-instance-segmentation``
+    (https://www.kaggle.com/competitions/sartorius-cell-instance-segmentation/data),
+    through the official ``kaggle`` client: needs a Kaggle API token and the rules
+    accepted once at
+    https://www.kaggle.com/competitions/sartorius-cell-instance-segmentation/rules.
+
+Original layout
+    ::
+
+        train.csv      one row per cell: id, annotation, width, height, cell_type,
+                       plate_time, sample_date, sample_id, elapsed_timedelta
+        train/<id>.png 8-bit phase-contrast image, 520 x 704
+        test/ train_semi_supervised/ LIVECell_dataset_2021/   (not used here)
+
+    ``annotation`` is Kaggle RLE, 1-indexed. Its pixel order is **row-major** (runs go
+    along image rows, as the competition's own decoding ``mask.reshape((520, 704))``
+    does), unlike DSB 2018; the ``rle_order`` option can switch it. Cells of one image
+    **overlap** (a pixel may be in several rows).
+
+Conversion
+    - Labels: all rows of an image merged with
+      :func:`~cellbench.datasets.base.masks_to_labels` (a contested pixel goes to the
+      smallest cell); the number of contested pixels is stored per image.
+    - ``cell_type`` = the ``cell_type`` column (``shsy5y``, ``astro``, ``cort``);
+      ``group`` = ``sample_id`` (never split across train and test).
+    - The timing columns (``plate_time``, ``sample_date``, ``elapsed_timedelta``) and
+      ``sample_id`` are kept per image in ``source_metadata.csv`` next to ``index.csv``.
+
+Options
+    ``rle_order`` (``row`` | ``column``, default ``row``): pixel order of the RLE.
+    ``cell_types`` (list or null): keep only these cell types.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from cellbench.datasets._common import find_file, log
+from cellbench.datasets.base import (
+    ConvertedWriter,
+    DatasetSource,
+    dataset_options,
+    masks_to_labels,
+    register_dataset,
+    safe_image_id,
+)
+from cellbench.datasets.download import cache_dir, kaggle_download, safe_extract
+from cellbench.datasets.rle import rle_decode_indices
+from cellbench.io import read_image, write_csv
+
+__all__ = ["Sartorius"]
+
+COMPETITION = "sartorius-cell-instance-segmentation"
+DEFAULTS = {"rle_order": "row", "cell_types": None}
+_REQUIRED = ("id", "annotation", "width", "height", "cell_type")
+_METADATA = ("sample_id", "plate_time", "sample_date", "elapsed_timedelta")
+
+
+@register_dataset
+class Sartorius(DatasetSource):
+    """Kaggle Sartorius 2021: ``train.csv`` RLE (overlapping cells) + ``train/*.png``."""
+
+    kind = "sartorius"
+    description = "Kaggle Sartorius Cell Instance Segmentation 2021 (SH-SY5Y, astrocytes, cortical)"
+
+    def download(self, raw_dir: Path) -> None:
+        """Fetch the competition bundle with the Kaggle client and unpack it into ``raw_dir``."""
+        bundle = kaggle_download(COMPETITION, cache_dir(raw_dir) / COMPETITION)
+        safe_extract(bundle, raw_dir)
+
+    def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
+        """Decode ``train.csv`` per image and write image + merged labels."""
+        opts = dataset_options(self.cfg, DEFAULTS)
+        if opts["rle_order"] not in ("row", "column"):
+            raise ValueError(
+                f"datasets.{self.cfg.name}.options.rle_order must be 'row' or 'column', "
+                f"got {opts['rle_order']!r}"
+            )
+        order = "C" if opts["rle_order"] == "row" else "F"
+        csv_path = find_file(raw_dir, "train.csv")
+        if csv_path is None:
+            raise FileNotFoundError(
+                f"{raw_dir}: no train.csv. Expected the Kaggle Sartorius layout train.csv + train/*.png."
+            )
+        image_dir = csv_path.parent / "train"
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        missing = [c for c in _REQUIRED if c not in table.columns]
+        if missing:
+            raise ValueError(
+                f"{csv_path}: missing column(s) {missing}; found {list(table.columns)}"
+            )
+        if opts["cell_types"]:
+            table = table[table["cell_type"].isin(list(opts["cell_types"]))]
+        metadata = []
+        for image_id, rows in table.groupby("id", sort=True):
+            path = image_dir / f"{image_id}.png"
+            if not path.is_file():
+                log.warning("%s: image %s missing; skipped", csv_path.name, path)
+                continue
+            image = read_image(path)
+            h, w = int(rows["height"].iloc[0]), int(rows["width"].iloc[0])
+            if image.shape[:2] != (h, w):
+                raise ValueError(
+                    f"{path}: image is {image.shape[:2]}, train.csv says height={h} width={w}"
+                )
+            masks = [
+                rle_decode_indices(rle, (h, w), order=order)
+                for rle in rows["annotation"]
+                if rle.strip()
+            ]
+            labels, contested = masks_to_labels(masks, (h, w))
+            sample = rows["sample_id"].iloc[0] if "sample_id" in rows else ""
+            out_id = safe_image_id(image_id)
+            writer.add(
+                out_id,
+                image,
+                labels,
+                cell_type=rows["cell_type"].iloc[0] or "unknown",
+                group=sample or image_id,
+                annotation="full",
+                contested_pixels=contested,
+                source="sartorius train.csv",
+            )
+            metadata.append(
+                {"id": out_id, **{c: rows[c].iloc[0] if c in rows else "" for c in _METADATA}}
+            )
+        if metadata:
+            write_csv(writer.out_dir / "source_metadata.csv", pd.DataFrame(metadata))

@@ -1,0 +1,48 @@
+# download -> convert -> split, per dataset.
+
+
+rule download_dataset:
+    output:
+        directory("data/raw/{dataset}"),
+    params:
+        cfg=dataset_params,
+        file=PARAMS_FILE,
+    log:
+        "results/logs/download_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/download_dataset/{dataset}.tsv"
+    shell:
+        "cellbench download --params {params.file} --dataset {wildcards.dataset} "
+        "--out {output} > {log} 2>&1"
+
+
+rule convert_dataset:
+    input:
+        "data/raw/{dataset}",
+    output:
+        directory("data/converted/{dataset}"),
+    params:
+        cfg=dataset_params,
+        file=PARAMS_FILE,
+    log:
+        "results/logs/convert_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/convert_dataset/{dataset}.tsv"
+    shell:
+        "cellbench convert --params {params.file} --dataset {wildcards.dataset} "
+        "--raw {input} --out {output} > {log} 2>&1"
+
+
+rule split_dataset:
+    input:
+        "data/converted/{dataset}",
+    output:
+        "data/splits/{dataset}.csv",
+    params:
+        cfg=split_params,
+        file=PARAMS_FILE,
+    log:
+        "results/logs/split_dataset/{dataset}.log",
+    shell:
+        "cellbench split --params {params.file} --dataset {wildcards.dataset} "
+        "--converted {input} --out {output} > {log} 2>&1"
