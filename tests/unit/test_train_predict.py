@@ -148,3 +148,19 @@ def test_missing_training_images_error(tiny_dataset, tmp_path: Path) -> None:
             device="cpu",
             progress=False,
         )
+
+
+def test_segment_new_images_with_model_folder(tiny_dataset, tmp_path: Path) -> None:
+    from cellbench.cli import main
+    from cellbench.io import read_labels
+
+    converted, split = tiny_dataset
+    cfg = ModelConfig("classical", "classical", {"threshold_scale": [1.0], "min_distance": [4]})
+    train_model(cfg, "tiny", converted, split, tmp_path / "m", seed=0, device="cpu", progress=False)
+    image = converted / "images" / "img4.tif"
+    code = main(
+        ["segment", "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "out"), str(image)]
+    )
+    assert code == 0
+    labels = read_labels(tmp_path / "out" / "img4_masks.tif")
+    assert labels.shape == (80, 96) and labels.max() >= 2

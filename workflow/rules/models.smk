@@ -12,8 +12,6 @@ rule train_model:
         cfg=model_params,
         file=PARAMS_FILE,
     threads: 2
-    resources:
-        gpu=0,
     log:
         "results/logs/train_model/{dataset}/{model}.log",
     benchmark:
