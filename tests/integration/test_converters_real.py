@@ -262,6 +262,42 @@ def test_ctc_held_out_sequence(shared_data, tmp_path):
     assert set(explicit[explicit["sequence"] == "01"]["official_split"]) == {"test"}
 
 
+def test_ctc_frame_blocks_make_one_sequence_splittable(shared_data, tmp_path):
+    """Only sequence 01: time blocks of frames become the split groups, in frame order."""
+    from cellbench.config import SplitConfig
+    from cellbench.split import make_split
+
+    one_group = _convert(
+        ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa")),
+        shared_data / "ctc",
+        tmp_path / "a",
+    )
+    assert set(make_split(one_group.reset_index(), SplitConfig(), 42)["split"]) == {"train"}
+    index = _convert(
+        ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa", frame_blocks=3)),
+        shared_data / "ctc",
+        tmp_path / "b",
+    )
+    ordered = index.sort_values("frame")
+    assert list(ordered["frame"]) == [2, 5, 21, 31, 33, 34]
+    assert list(ordered["group"]) == [f"DIC-C2DH-HeLa/01/b{k}" for k in (0, 0, 1, 1, 2, 2)]
+    split = make_split(index.reset_index(), SplitConfig(), 42)
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert split.groupby("group")["split"].nunique().max() == 1
+    more_blocks_than_frames = _convert(
+        ctc.CellTrackingChallenge(_cfg("ctc", name="PhC-C2DL-PSC", frame_blocks=5)),
+        shared_data / "ctc",
+        tmp_path / "c",
+    )
+    assert more_blocks_than_frames["group"].nunique() == len(more_blocks_than_frames) == 2
+    with pytest.raises(ValueError, match="frame_blocks must be a positive integer"):
+        _convert(
+            ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa", frame_blocks=0)),
+            shared_data / "ctc",
+            tmp_path / "d",
+        )
+
+
 # --------------------------------------------------------------------------------------
 # MoNuSeg
 # --------------------------------------------------------------------------------------

@@ -47,3 +47,9 @@ def test_official_test_is_honoured_and_none_dropped() -> None:
 def test_tiny_dataset_still_gets_test_and_val() -> None:
     split = make_split(index(3, 1), SplitConfig(val_fraction=0.1, test_fraction=0.1), seed=0)
     assert sorted(split["split"]) == ["test", "train", "val"]
+
+
+def test_single_group_fails_loudly() -> None:
+    one = index(1, 4)
+    with pytest.raises(ValueError, match="no test images"):
+        make_split(one, SplitConfig(), seed=0)

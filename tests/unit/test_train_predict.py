@@ -164,3 +164,19 @@ def test_segment_new_images_with_model_folder(tiny_dataset, tmp_path: Path) -> N
     assert code == 0
     labels = read_labels(tmp_path / "out" / "img4_masks.tif")
     assert labels.shape == (80, 96) and labels.max() >= 2
+
+
+def test_tune_thresholds_partial_uses_seg_and_survives_nan() -> None:
+    from cellbench.train import tune_thresholds
+
+    options = {"threshold_scale": [1.0, 0.5], "min_distance": [4]}
+    family = get_family(ModelConfig("c", "classical", options))
+    _, truth = generate_image(
+        0, "fluorescent", SyntheticSpec(height=128, width=128, n_cells=(8, 8))
+    )
+    maps = [family.image_to_maps(((truth > 0) * 1.0)[None].astype(np.float32))]
+    tuned = tune_thresholds(family, maps, [truth], metric="seg")
+    assert tuned["metric"] == "seg" and len(tuned["grid"]) == 2
+    assert tuned["val_score"] > 0.5
+    empty = tune_thresholds(family, [], [])
+    assert empty["selected"] == family.threshold_grid()[0]

@@ -106,6 +106,12 @@ def make_split(index: pd.DataFrame, cfg: SplitConfig, seed: int) -> pd.DataFrame
         if split not in assignment.values() and len(assignment) >= min_groups and train_groups:
             assignment[train_groups[int(rng.integers(len(train_groups)))]] = split
 
+    if "test" not in assignment.values():
+        raise ValueError(
+            f"no test images: the {len(assignment)} group(s) of this dataset cannot be split "
+            "into train and test. Add images, raise 'test_fraction', or give the source more "
+            "groups (e.g. 'frame_blocks' for a single CTC sequence)."
+        )
     out = usable[["id", "group", "cell_type"]].copy()
     out["split"] = out["group"].map(assignment)
     return out[["id", "split", "group", "cell_type"]].sort_values("id").reset_index(drop=True)

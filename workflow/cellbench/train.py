@@ -2,8 +2,8 @@
 
 ``train_model`` reads the train / val images of one dataset, trains the family's
 network (if it has one), tunes the family's post-processing thresholds on the
-validation split by mean AP, and writes a self-describing model folder
-(DESIGN.md section 1, StarDist-style)::
+validation split by mean AP (by CTC SEG where that ground truth is partial), and
+writes a self-describing model folder (DESIGN.md section 1, StarDist-style)::
 
     results/models/{dataset}/{model}/
       weights.pt        network state_dict (trainable families only)
@@ -78,6 +78,7 @@ class Sample:
     image: np.ndarray
     labels: np.ndarray
     target: np.ndarray | None = None
+    annotation: str = "full"
 
 
 def load_split(
@@ -98,6 +99,7 @@ def load_split(
             id=i,
             image=to_model_input(read_image(converted / "images" / f"{i}.tif"), channels),
             labels=read_labels(converted / "labels" / f"{i}.tif"),
+            annotation=annotation[i],
         )
         for i in ids
     ]
@@ -209,14 +211,19 @@ def _validation_loss(net, family: ModelFamily, samples: list[Sample], device) ->
 
 
 def tune_thresholds(
-    family: ModelFamily, maps: list[np.ndarray], labels: list[np.ndarray]
+    family: ModelFamily,
+    maps: list[np.ndarray],
+    labels: list[np.ndarray],
+    metric: str = "mean_ap",
 ) -> dict[str, Any]:
-    """Pick the post-processing setting with the best mean AP on validation images.
+    """Pick the post-processing setting with the best mean AP (or SEG) on validation images.
 
     Parameters
     ----------
     maps : per validation image, the family's maps ``(M, H, W)``.
     labels : the matching ground-truth labels ``(H, W)``.
+    metric : ``mean_ap``, or ``seg`` for partially annotated ground truth (where AP
+        would punish every correctly found but unlabelled cell).
 
     Returns
     -------
@@ -227,19 +234,25 @@ def tune_thresholds(
     """
     from cellbench.metrics import score_image
 
+    if metric not in ("mean_ap", "seg"):
+        raise ValueError(f"tuning metric must be 'mean_ap' or 'seg', got {metric!r}")
+    annotation = "partial" if metric == "seg" else "full"
+    column = f"val_{metric}"
     candidates = family.threshold_grid()
     rows = []
     for cand in candidates:
-        scores = [
-            score_image(y, family.postprocess(m, cand), extra_thresholds=())["mean_ap"]
+        scored = (
+            score_image(y, family.postprocess(m, cand), extra_thresholds=(), annotation=annotation)
             for m, y in zip(maps, labels, strict=True)
-        ]
-        rows.append({**cand, "val_mean_ap": float(np.mean(scores)) if scores else float("nan")})
-    best = 0 if not maps else int(np.nanargmax([r["val_mean_ap"] for r in rows]))
+        )
+        scores = [row[metric] for row in scored]
+        rows.append({**cand, column: float(np.mean(scores)) if scores else float("nan")})
+    scores = np.array([r[column] for r in rows], dtype=float)
+    best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
     return {
         "selected": candidates[best],
-        "metric": "mean_ap",
-        "val_score": rows[best]["val_mean_ap"],
+        "metric": metric,
+        "val_score": rows[best][column],
         "n_val_images": len(maps),
         "grid": rows,
     }
@@ -359,7 +372,9 @@ def train_model(
     train_seconds = time.time() - started
 
     val_maps = [predict_maps(family, net, s.image, dev) for s in val]
-    tuned = tune_thresholds(family, val_maps, [s.labels for s in val])
+    # AP is undefined on sparse ground truth: val images that are all partial tune by SEG
+    metric = "seg" if val and all(s.annotation == "partial" for s in val) else "mean_ap"
+    tuned = tune_thresholds(family, val_maps, [s.labels for s in val], metric=metric)
     config = {
         "model": cfg.name,
         "family": cfg.family,

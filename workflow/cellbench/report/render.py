@@ -209,22 +209,36 @@ def _metric(summary: dict, block: str, key: str) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _headline(results: list[ModelResult]) -> tuple[str, str]:
+    """The score that ranks one dataset's models: mean AP, or SEG where no model has AP.
+
+    AP is undefined on partially annotated ground truth (CTC gold truth), which is
+    scored with the CTC SEG measure only.
+    """
+    if any(_metric(r.summary, "per_image_mean", "mean_ap") is not None for r in results):
+        return "mean_ap", "mean AP"
+    if any(_metric(r.summary, "per_image_mean", "seg") is not None for r in results):
+        return "seg", "SEG"
+    return "mean_ap", "mean AP"
+
+
 def _leaderboard(results: list[ModelResult], datasets: list[str], models: list[str]) -> str:
     by = {(r.dataset, r.model): r for r in results}
     rows = [
-        "<table><tr><th class='name'>dataset</th>"
+        "<table><tr><th class='name'>dataset</th><th class='name'>score</th>"
         + "".join(f"<th>{html.escape(m)}</th>" for m in models)
         + "<th class='name'>best</th></tr>"
     ]
     for d in datasets:
-        vals = {m: _metric(by[(d, m)].summary, "per_image_mean", "mean_ap") for m in models}
+        key, label = _headline([by[(d, m)] for m in models])
+        vals = {m: _metric(by[(d, m)].summary, "per_image_mean", key) for m in models}
         scored = {m: v for m, v in vals.items() if v is not None}
         best = max(scored, key=scored.get) if scored else None
         cells = "".join(
             f"<td class='{'win' if m == best else ''}'>{_fmt(vals[m])}</td>" for m in models
         )
         rows.append(
-            f"<tr><td class='name'>{html.escape(d)}</td>{cells}"
+            f"<tr><td class='name'>{html.escape(d)}</td><td class='name'>{label}</td>{cells}"
             f"<td class='name'>{html.escape(best or '–')}</td></tr>"
         )
     rows.append("</table>")
@@ -237,9 +251,8 @@ def _dataset_table(results: list[ModelResult], block: str) -> str:
         f"<table><tr><th class='name'>model</th><th class='name'>family</th>{head}"
         "<th>images</th><th>train s</th></tr>"
     ]
-    ranked = sorted(
-        results, key=lambda r: -(_metric(r.summary, "per_image_mean", "mean_ap") or -1.0)
-    )
+    key, _ = _headline(results)
+    ranked = sorted(results, key=lambda r: -(_metric(r.summary, "per_image_mean", key) or -1.0))
     for rank, r in enumerate(ranked):
         cells = "".join(
             f"<td>{_fmt(_metric(r.summary, block, k))}</td>" for k, _, _ in TABLE_COLUMNS
@@ -276,17 +289,18 @@ def _cell_type_table(results: list[ModelResult]) -> str:
 def _training_table(results: list[ModelResult]) -> str:
     rows = [
         "<table><tr><th class='name'>model</th><th>train / val images</th><th>epochs</th>"
-        "<th>device</th><th>train s</th><th class='name'>tuned post-processing (val mean AP)</th></tr>"
+        "<th>device</th><th>train s</th><th class='name'>tuned post-processing (val score)</th></tr>"
     ]
     for r in results:
         c, t = r.config, r.thresholds
         tuned = ", ".join(f"{k}={v}" for k, v in t.get("selected", {}).items())
+        metric = "SEG" if t.get("metric") == "seg" else "mean AP"
         rows.append(
             f"<tr><td class='name'>{html.escape(r.model)}</td>"
             f"<td>{c.get('n_train_images', '–')} / {c.get('n_val_images', '–')}</td>"
             f"<td>{c.get('epochs_run', 0) if c.get('trainable') else '–'}</td>"
             f"<td>{html.escape(str(c.get('device', '–')))}</td><td>{_fmt(c.get('train_seconds'), 1)}</td>"
-            f"<td class='name'>{html.escape(tuned)} ({_fmt(t.get('val_score'))})</td></tr>"
+            f"<td class='name'>{html.escape(tuned)} ({metric} {_fmt(t.get('val_score'))})</td></tr>"
         )
     rows.append("</table>")
     return "".join(rows)
@@ -310,18 +324,19 @@ def _figures(results: list[ModelResult], converted: Path) -> str:
     image = read_image(converted / "images" / f"{image_id}.tif")
     truth = read_labels(converted / "labels" / f"{image_id}.tif")
     figs = []
+    key, label = _headline(results)
     for r in results:
         mask_path = r.masks_dir / f"{image_id}.tif"
         if not mask_path.is_file():
             continue
         pred = read_labels(mask_path)
         row = r.per_image.loc[r.per_image["id"] == image_id]
-        ap = row["mean_ap"].iloc[0] if len(row) and "mean_ap" in row else None
+        score = row[key].iloc[0] if len(row) and key in row else None
         figs.append(
             f"<figure><img class='overlay' alt='{html.escape(r.model)} on {html.escape(image_id)}' "
             f"src='{overlay_png(image, truth, pred)}'><figcaption><b>{html.escape(r.model)}</b>: "
-            f"{int(pred.max())} predicted / {int(truth.max())} true cells, mean AP "
-            f"{_fmt(ap)}</figcaption></figure>"
+            f"{int(pred.max())} predicted / {int(truth.max())} true cells, {label} "
+            f"{_fmt(score)}</figcaption></figure>"
         )
     legend = (
         "<p class='legend note'>Test image <code>" + html.escape(image_id) + "</code>: "
@@ -346,7 +361,10 @@ def render_report(params: Params, data: Path, results: Path, out: Path) -> Path:
         "<h2>Leaderboard</h2>",
         "<p class='note'>Mean AP on each dataset's test split: TP/(TP+FP+FN) averaged over IoU "
         "thresholds 0.50, 0.55, …, 0.95 per image, then averaged over images (the Data Science "
-        "Bowl 2018 / Sartorius score). Best per dataset highlighted.</p>",
+        "Bowl 2018 / Sartorius score). A dataset whose ground truth labels only some cells "
+        "(annotation <code>partial</code>, e.g. CTC gold truth) has no AP: it is ranked by the "
+        "CTC SEG, averaged per image, as its <i>score</i> column says. Best per dataset "
+        "highlighted.</p>",
         _leaderboard(collected, datasets, models),
     ]
     for d in datasets:

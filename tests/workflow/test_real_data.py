@@ -1,0 +1,180 @@
+"""End-to-end on real data: the Snakefile from download to report on DSB 2018 and a CTC set.
+
+The workflow files are copied into a fresh folder (as in ``test_pipeline.py``) and
+params.yaml is rewritten to run ``synthetic`` beside two datasets read in place from
+the shared real subsets (``source: local``):
+
+- ``dsb2018``: the 30 stage-1 train images (val taken from them) and the 14 stage-1
+  test images scored against the official RLE solution (the official test split);
+- ``ctc_dic_hela``: CTC DIC-C2DH-HeLa, gold truth (``annotation = partial``). Only
+  sequence 01 is present, so no sequence can be held out: ``frame_blocks: 3`` cuts its
+  six annotated frames into three time blocks (split groups), giving train, val and
+  test frames. Partial ground truth is scored with the CTC SEG measure only.
+
+Training is tiny (2 epochs of 8 patches): this checks that every stage works on real
+files of every shape (RGB(A) PNGs up to 1024x1024 and 603x1272, uint8 TIFF time
+lapse), not what the models score.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+BIN = Path(sys.executable).parent
+WORKFLOW_FILES = ("Snakefile", "dvc.yaml", "params.yaml", "workflow/rules", "workflow/report")
+
+CTC_NAME = "DIC-C2DH-HeLa"
+DATASETS = ("synthetic", "dsb2018", "ctc_dic_hela")
+MODELS = ("classical", "unet")
+LOCAL = {"dsb2018": "dsb2018", "ctc_dic_hela": "ctc"}  # dataset key -> folder in shared data
+OVERLAY_MAX = 384  # report.render.overlay_png's crop size
+
+
+def run(cmd: list[str], cwd: Path) -> None:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(cwd.glob("results/logs/**/*.log"))
+        )
+        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_data: Path) -> Path:
+    """A project folder with the real-data params.yaml, after ``snakemake results/report.html``."""
+    root = tmp_path_factory.mktemp("real_data")
+    for name in WORKFLOW_FILES:
+        src, dst = repo_root / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy(src, dst)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["datasets"]["synthetic"]["options"].update(
+        n_images=12, height=96, width=96, n_cells=[4, 10], radius=[6.0, 10.0]
+    )
+    params["models"]["classical"].update(threshold_scale=[1.0], min_distance=[4, 6])
+    params["models"]["unet"].update(
+        epochs=2,
+        batch_size=4,
+        patch_size=64,
+        samples_per_epoch=8,
+        decoder_channels=[16, 16, 16, 16],
+        seed_threshold=[0.5],
+        mask_threshold=[0.5],
+    )
+    params["run"] = {"datasets": list(DATASETS), "models": list(MODELS)}
+    params["datasets"]["dsb2018"] = {
+        "kind": "dsb2018",
+        "source": "local",
+        "path": str(shared_data / "dsb2018"),
+    }
+    params["datasets"]["ctc_dic_hela"] = {
+        "kind": "ctc",
+        "source": "local",
+        "path": str(shared_data / "ctc"),
+        "options": {"name": CTC_NAME, "truth": "GT", "frame_blocks": 3},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([str(BIN / "snakemake"), "--cores", "2", "results/report.html"], root)
+    return root
+
+
+def _summary(project: Path, dataset: str, model: str) -> dict:
+    path = project / "results/scores" / dataset / model / "summary.json"
+    assert path.is_file(), path
+    return json.loads(path.read_text())
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_every_dataset_and_model_is_scored(project: Path) -> None:
+    lines = [f"{'dataset':14s} {'model':10s} {'images':>6s} {'mean AP':>8s} {'SEG':>6s}"]
+    for dataset in DATASETS:
+        for model in MODELS:
+            summary = _summary(project, dataset, model)
+            assert summary["n_images"] > 0, (dataset, model)
+            mean = summary["per_image_mean"]
+            tuned = json.loads(
+                (project / "results/models" / dataset / model / "thresholds.json").read_text()
+            )
+            if dataset == "ctc_dic_hela":  # partial gold truth: SEG only, no AP
+                assert _is_number(mean["seg"]) and 0.0 <= mean["seg"] <= 1.0
+                assert _is_number(summary["pooled"]["seg"])
+                assert mean.get("mean_ap") is None
+                assert summary["pooled"]["n_images_fully_annotated"] == 0
+                assert tuned["metric"] == "seg" and _is_number(tuned["val_score"])
+            else:
+                assert _is_number(mean["mean_ap"]) and 0.0 <= mean["mean_ap"] <= 1.0
+                assert tuned["metric"] == "mean_ap"
+            lines.append(
+                f"{dataset:14s} {model:10s} {summary['n_images']:6d} "
+                f"{_fmt(mean.get('mean_ap')):>8s} {_fmt(mean.get('seg')):>6s}"
+            )
+    print("\n" + "\n".join(lines))
+    # DSB is scored on the official stage-1 test images, all 14 of them
+    assert _summary(project, "dsb2018", "unet")["n_images"] == 14
+    split = (project / "data/splits/dsb2018.csv").read_text()
+    assert split.count(",test,") == 14
+
+
+def _fmt(value: object) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def test_local_sources_are_read_in_place(project: Path, shared_data: Path) -> None:
+    for dataset, folder in LOCAL.items():
+        raw = project / "data/raw" / dataset
+        marker = raw / "LOCAL_SOURCE.json"
+        assert marker.is_file()
+        assert Path(json.loads(marker.read_text())["path"]) == (shared_data / folder).resolve()
+        # nothing copied: the marker only (and Snakemake's empty directory timestamp)
+        assert {p.name for p in raw.iterdir()} - {".snakemake_timestamp"} == {"LOCAL_SOURCE.json"}
+    index = (project / "data/converted/ctc_dic_hela/index.csv").read_text()
+    assert index.count(",partial,") == 6
+    split = (project / "data/splits/ctc_dic_hela.csv").read_text().splitlines()[1:]
+    assert {line.split(",")[1] for line in split} == {"train", "val", "test"}
+
+
+def test_report_shows_real_datasets_beside_synthetic(project: Path) -> None:
+    report = (project / "results/report.html").read_text()
+    board = report.split("<h2>Leaderboard</h2>", 1)[1].split("<h2>", 1)[0]
+    for dataset in DATASETS:
+        assert f"<td class='name'>{dataset}</td>" in board, dataset
+    for model in MODELS:
+        assert f"<th>{model}</th>" in board, model
+    # each row: the score's name, then a number per model (mean AP; SEG for partial truth)
+    for dataset in DATASETS:
+        row = board.split(f"<td class='name'>{dataset}</td>", 1)[1].split("</tr>", 1)[0]
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+        assert cells[0] == ("SEG" if dataset == "ctc_dic_hela" else "mean AP"), (dataset, cells)
+        numbers = cells[1 : 1 + len(MODELS)]
+        assert all(re.fullmatch(r"\d\.\d{3}", c) for c in numbers), (dataset, cells)
+        assert cells[1 + len(MODELS)] in MODELS  # the best model is named
+    ctc = report.split("<h2>Dataset <code>ctc_dic_hela</code>", 1)[1].split("<h2>", 1)[0]
+    assert re.search(r"true cells, SEG \d\.\d{3}</figcaption>", ctc)
+    # one overlay per dataset x model, large images cropped to the overlay size
+    pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", report)
+    assert len(pngs) == len(DATASETS) * len(MODELS)
+    for data in pngs:
+        width, height = Image.open(io.BytesIO(base64.b64decode(data))).size
+        assert height <= OVERLAY_MAX and width <= 3 * OVERLAY_MAX + 8
