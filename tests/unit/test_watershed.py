@@ -35,3 +35,15 @@ def test_seeded_watershed_recovers_labels_from_ideal_maps() -> None:
         interior, foreground, seed_threshold=0.5, mask_threshold=0.5, min_size=1
     )
     assert score_image(truth, pred)["ap@0.50"] > 0.97
+
+
+def test_seeded_watershed_splits_pinched_seeds_by_shape() -> None:
+    yy, xx = np.mgrid[:60, :90]
+    truth = np.zeros((60, 90), int)
+    truth[(yy - 30) ** 2 + (xx - 28) ** 2 < 15**2] = 1
+    truth[((yy - 30) ** 2 + (xx - 55) ** 2 < 14**2) & (truth == 0)] = 2
+    interior = (truth > 0).astype(float)  # the network missed the shared boundary
+    merged = seeded_watershed(interior, interior, seed_threshold=0.5, split_h=0.0)
+    split = seeded_watershed(interior, interior, seed_threshold=0.5, split_h=1.0)
+    assert merged.max() == 1 and split.max() == 2
+    assert score_image(truth, split)["ap@0.50"] == 1.0

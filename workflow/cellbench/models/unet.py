@@ -4,14 +4,15 @@ Target: class index per pixel, 0 background, 1 cell interior, 2 cell boundary
 (the inner boundary of every instance, ``boundary_width`` px thick, which also
 separates touching cells). Loss: class-weighted cross-entropy plus soft Dice of
 the interior and boundary classes. Maps: softmax probabilities ``(3, H, W)``.
-Post-processing: seeded watershed, seeds = interior > ``seed_threshold``, mask =
-1 - P(background) > ``mask_threshold``; both tuned on the validation split.
+Post-processing: seeded watershed, seeds = interior > ``seed_threshold`` (pinched
+seeds split at distance-transform h-maxima of depth ``split_h``), mask =
+1 - P(background) > ``mask_threshold``; all three tuned on the validation split.
 
 Options (params.yaml): ``encoder`` (any smp encoder), ``encoder_weights`` (null
 offline, ``imagenet`` with internet), ``encoder_depth``, ``decoder_channels``,
 ``attention`` (none | scse), ``in_channels``, ``boundary_width``,
-``class_weights``, ``min_size``, ``seed_threshold`` / ``mask_threshold`` (lists:
-the tuning grid), plus the training settings read by :mod:`cellbench.train`.
+``class_weights``, ``min_size``, ``seed_threshold`` / ``mask_threshold`` /
+``split_h`` (lists: the tuning grid), plus the training settings read by :mod:`cellbench.train`.
 """
 
 from __future__ import annotations
@@ -115,10 +116,12 @@ class UNet(ModelFamily):
             seed_threshold=float(thresholds.get("seed_threshold", 0.6)),
             mask_threshold=float(thresholds.get("mask_threshold", 0.5)),
             min_size=int(self.cfg.get("min_size", 15)),
+            split_h=float(thresholds.get("split_h", 0.0)),
         )
 
     def threshold_grid(self) -> list[dict[str, Any]]:
         return grid(
-            seed_threshold=self.cfg.get("seed_threshold", [0.6, 0.5, 0.7, 0.8]),
-            mask_threshold=self.cfg.get("mask_threshold", [0.5, 0.4, 0.6]),
+            seed_threshold=self.cfg.get("seed_threshold", [0.7, 0.5, 0.8, 0.9]),
+            mask_threshold=self.cfg.get("mask_threshold", [0.5]),
+            split_h=self.cfg.get("split_h", [1.0, 2.0, 0.0]),
         )
