@@ -6,62 +6,20 @@ Each test copies the workflow files into a fresh folder, shrinks params.yaml
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import BIN, copy_workflow, run, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
-
-BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "dvc.yaml", "params.yaml", "workflow/rules", "workflow/report")
-
-
-def tiny_params(path: Path) -> dict:
-    params = yaml.safe_load(path.read_text())
-    params["datasets"]["synthetic"]["options"].update(
-        n_images=12, height=96, width=96, n_cells=[4, 10], radius=[6.0, 10.0]
-    )
-    params["models"]["classical"].update(threshold_scale=[1.0], min_distance=[4, 6])
-    params["models"]["unet"].update(
-        epochs=2,
-        batch_size=4,
-        patch_size=64,
-        samples_per_epoch=8,
-        decoder_channels=[16, 16, 16, 16],
-        seed_threshold=[0.5],
-        mask_threshold=[0.5],
-    )
-    return params
 
 
 @pytest.fixture()
 def project(tmp_path: Path, repo_root: Path) -> Path:
-    for name in WORKFLOW_FILES:
-        src, dst = repo_root / name, tmp_path / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            shutil.copy(src, dst)
-    params = tiny_params(tmp_path / "params.yaml")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_workflow(repo_root, tmp_path)
+    write_params(tmp_path, tiny_params(tmp_path / "params.yaml"))
     return tmp_path
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(cwd.glob("results/logs/**/*.log"))
-        )
-        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
-    return proc
 
 
 def set_unet_epochs(project: Path, epochs: int) -> None:

@@ -22,21 +22,14 @@ import base64
 import io
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from PIL import Image
+from workflow_helpers import BIN, copy_workflow, run, tiny_params, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
-
-BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "dvc.yaml", "params.yaml", "workflow/rules", "workflow/report")
 
 CTC_NAME = "DIC-C2DH-HeLa"
 DATASETS = ("synthetic", "dsb2018", "ctc_dic_hela")
@@ -45,41 +38,11 @@ LOCAL = {"dsb2018": "dsb2018", "ctc_dic_hela": "ctc"}  # dataset key -> folder i
 OVERLAY_MAX = 384  # report.render.overlay_png's crop size
 
 
-def run(cmd: list[str], cwd: Path) -> None:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    if proc.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(cwd.glob("results/logs/**/*.log"))
-        )
-        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_data: Path) -> Path:
     """A project folder with the real-data params.yaml, after ``snakemake results/report.html``."""
-    root = tmp_path_factory.mktemp("real_data")
-    for name in WORKFLOW_FILES:
-        src, dst = repo_root / name, root / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            shutil.copy(src, dst)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["datasets"]["synthetic"]["options"].update(
-        n_images=12, height=96, width=96, n_cells=[4, 10], radius=[6.0, 10.0]
-    )
-    params["models"]["classical"].update(threshold_scale=[1.0], min_distance=[4, 6])
-    params["models"]["unet"].update(
-        epochs=2,
-        batch_size=4,
-        patch_size=64,
-        samples_per_epoch=8,
-        decoder_channels=[16, 16, 16, 16],
-        seed_threshold=[0.5],
-        mask_threshold=[0.5],
-    )
+    root = copy_workflow(repo_root, tmp_path_factory.mktemp("real_data"))
+    params = tiny_params(root / "params.yaml")
     params["run"] = {"datasets": list(DATASETS), "models": list(MODELS)}
     params["datasets"]["dsb2018"] = {
         "kind": "dsb2018",
@@ -92,7 +55,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_da
         "path": str(shared_data / "ctc"),
         "options": {"name": CTC_NAME, "truth": "GT", "frame_blocks": 3},
     }
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(root, params)
     run([str(BIN / "snakemake"), "--cores", "2", "results/report.html"], root)
     return root
 
