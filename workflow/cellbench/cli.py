@@ -25,11 +25,20 @@ def _params(args):
     return load_params(args.params)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _set_threads(n: int | None) -> None:
+    """Give torch ``n`` threads, never more than the CPUs available (oversubscription is slow)."""
     if n:
         import torch
 
-        torch.set_num_threads(n)
+        torch.set_num_threads(max(1, min(n, available_cpus())))
 
 
 # ----------------------------------------------------------------------------- stages

@@ -20,6 +20,12 @@ PARAMS = params_from_mapping(config, Path(PARAMS_FILE))
 DATASETS = list(PARAMS.run_datasets)
 MODELS = list(PARAMS.run_models)
 
+# Training and prediction ask for every core Snakemake was given, so on one machine
+# they run one at a time (two torch jobs sharing the CPUs run many times slower);
+# the CLI caps torch's threads at the CPUs that really exist. Cluster profiles set
+# their own threads per job (set-threads).
+TORCH_THREADS = workflow.cores
+
 
 wildcard_constraints:
     dataset="|".join(sorted(PARAMS.datasets)),

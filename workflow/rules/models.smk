@@ -11,7 +11,7 @@ rule train_model:
     params:
         cfg=model_params,
         file=PARAMS_FILE,
-    threads: 2
+    threads: TORCH_THREADS
     log:
         "results/logs/train_model/{dataset}/{model}.log",
     benchmark:
@@ -31,7 +31,7 @@ rule predict_images:
         directory("results/predictions/{dataset}/{model}"),
     params:
         file=PARAMS_FILE,
-    threads: 2
+    threads: TORCH_THREADS
     log:
         "results/logs/predict_images/{dataset}/{model}.log",
     benchmark:
