@@ -107,7 +107,7 @@ def test_train_predict_postprocess_round_trip(tiny_dataset, tmp_path: Path) -> N
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
     model = load_model(out, "cpu")
-    assert set(model.thresholds) == {"seed_threshold", "mask_threshold"}
+    assert set(model.thresholds) == {"seed_threshold", "mask_threshold", "split_h"}
     assert predict_dir(out, converted, split, tmp_path / "pred", device="cpu") == 2
     assert postprocess_dir(out, tmp_path / "pred", tmp_path / "masks") == 2
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["img4.tif", "img5.tif"]
