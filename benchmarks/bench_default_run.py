@@ -7,7 +7,7 @@ with the project's params.yaml, and prints (markdown):
 - every model's test scores beside an *empty prediction* baseline, scored by the
   same code in the same process.
 
-Usage: python benchmarks/bench_default_run.py [--cores 8] [--keep DIR]
+Usage: python benchmarks/bench_default_run.py [--cores 8] [--keep DIR] [--models M ...]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=8)
     parser.add_argument("--keep", type=Path, default=None, help="run here and keep the results")
+    parser.add_argument("--models", nargs="+", default=None, help="override params run.models")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="cellbench-bench-"))
@@ -41,6 +42,12 @@ def main() -> None:
         src, dst = REPO / name, work / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, dirs_exist_ok=True) if src.is_dir() else shutil.copy(src, dst)
+    if args.models:
+        import yaml
+
+        params = yaml.safe_load((work / "params.yaml").read_text())
+        params["run"]["models"] = args.models
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     started = time.perf_counter()
