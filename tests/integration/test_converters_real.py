@@ -272,7 +272,8 @@ def test_ctc_frame_blocks_make_one_sequence_splittable(shared_data, tmp_path):
         shared_data / "ctc",
         tmp_path / "a",
     )
-    assert set(make_split(one_group.reset_index(), SplitConfig(), 42)["split"]) == {"train"}
+    with pytest.raises(ValueError, match="no test images"):  # one group: said loudly
+        make_split(one_group.reset_index(), SplitConfig(), 42)
     index = _convert(
         ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa", frame_blocks=3)),
         shared_data / "ctc",
