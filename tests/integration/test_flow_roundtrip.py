@@ -20,21 +20,9 @@ from cellbench.metrics import score_image
 from cellbench.postprocess.flows import flows_to_labels
 from cellbench.targets import labels_to_flows
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.usefixtures("one_torch_thread")]
 
 MIN_SIZE = 15
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Flow tracking runs thousands of small torch ops: on a busy shared CPU, OpenMP
-    threads waiting for each other make them several times slower than one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _png(path: Path) -> np.ndarray:

@@ -26,17 +26,7 @@ from cellbench.targets import (
     sparse_flows,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Flow tracking runs thousands of small torch ops: on a busy shared CPU, OpenMP
-    threads waiting for each other make them several times slower than one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def disk(shape, centre, radius):
