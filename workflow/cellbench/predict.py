@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cellbench.config import ModelConfig
-from cellbench.io import atomic_dir, read_image, read_json, read_labels, write_labels
+from cellbench.io import atomic_dir, read_image, read_json, write_labels
 from cellbench.models import ModelFamily, get_family
 from cellbench.transforms import to_model_input
 
@@ -200,8 +200,3 @@ def segment_images(
         labels = model.family.postprocess(maps, model.thresholds)
         written.append(write_labels(out_dir / f"{Path(path).stem}_masks.tif", labels))
     return written
-
-
-def read_masks(masks_dir: Path, image_id: str) -> np.ndarray:
-    """Read the post-processed labels of one image."""
-    return read_labels(Path(masks_dir) / f"{image_id}.tif")

@@ -103,12 +103,9 @@ class Flow(ModelFamily):
 
     # -- post-processing ----------------------------------------------------------------
     def _device(self):
-        import torch
+        from cellbench.train import resolve_device
 
-        device = self.cfg.get("postprocess_device", "cpu")
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(device)
+        return resolve_device(self.cfg.get("postprocess_device", "cpu"))
 
     def _track(self, maps: np.ndarray, cellprob_threshold: float) -> list:
         digest = hashlib.blake2b(np.ascontiguousarray(maps, dtype=np.float32), digest_size=16)
