@@ -8,6 +8,11 @@ with the project's params.yaml, and prints (markdown):
   same code in the same process.
 
 Usage: python benchmarks/bench_default_run.py [--cores 8] [--keep DIR] [--models M ...]
+       [--local KEY KIND PATH ...]
+
+``--local dsb2018 dsb2018 /data/dsb2018`` adds a dataset read in place (``source: local``)
+under the key ``dsb2018`` and runs it beside ``synthetic``: the same models, the same
+params, one report. Repeat it for more datasets.
 """
 
 from __future__ import annotations
@@ -34,6 +39,14 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=8)
     parser.add_argument("--keep", type=Path, default=None, help="run here and keep the results")
     parser.add_argument("--models", nargs="+", default=None, help="override params run.models")
+    parser.add_argument(
+        "--local",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("KEY", "KIND", "PATH"),
+        help="also run dataset KEY of KIND read in place from PATH (source: local)",
+    )
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="cellbench-bench-"))
@@ -42,11 +55,19 @@ def main() -> None:
         src, dst = REPO / name, work / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, dirs_exist_ok=True) if src.is_dir() else shutil.copy(src, dst)
-    if args.models:
+    if args.models or args.local:
         import yaml
 
         params = yaml.safe_load((work / "params.yaml").read_text())
-        params["run"]["models"] = args.models
+        if args.models:
+            params["run"]["models"] = args.models
+        for key, kind, path in args.local:
+            params["datasets"][key] = {
+                "kind": kind,
+                "source": "local",
+                "path": str(Path(path).resolve()),
+            }
+            params["run"]["datasets"].append(key)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}

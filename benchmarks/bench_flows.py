@@ -94,6 +94,14 @@ def bbbc039_labels(root: Path) -> list[np.ndarray]:
     return [connected_label(_png(f)[..., 0]).astype(np.int32) for f in files]
 
 
+def real_labels(root: Path) -> list[np.ndarray]:
+    """BBBC039 and DSB 2018 stage-1 train label images, alternating."""
+    labels = []
+    for a, b in zip(bbbc039_labels(root), dsb_labels(root), strict=False):
+        labels += [a, b]
+    return labels
+
+
 def mosaic_layout(shapes: list[tuple[int, int]], size: int) -> list[tuple[int, int, int, int, int]]:
     """Tiles (index, y, x, h, w) filling a ``size x size`` square, row by row, cycling."""
     tiles, y, i = [], 0, 0
@@ -297,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU ({os.cpu_count()} cores) | best of {repeats}\n"
     )
 
-    labels = []
-    for a, b in zip(bbbc039_labels(root), dsb_labels(root), strict=False):
-        labels += [a, b]
+    labels = real_labels(root)
     cases = []
     for size in sizes:
         lab = label_mosaic(labels, size)

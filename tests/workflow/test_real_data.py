@@ -11,9 +11,10 @@ the shared real subsets (``source: local``):
   six annotated frames into three time blocks (split groups), giving train, val and
   test frames. Partial ground truth is scored with the CTC SEG measure only.
 
-Training is tiny (2 epochs of 8 patches): this checks that every stage works on real
-files of every shape (RGB(A) PNGs up to 1024x1024 and 603x1272, uint8 TIFF time
-lapse), not what the models score.
+Models: classical, unet and flow. Training is tiny (2 epochs of 8 patches): this
+checks that every stage works on real files of every shape (RGB(A) PNGs up to
+1024x1024 and 603x1272, uint8 TIFF time lapse), not what the models score; the
+full-length scores are measured by ``benchmarks/bench_default_run.py`` (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 CTC_NAME = "DIC-C2DH-HeLa"
 DATASETS = ("synthetic", "dsb2018", "ctc_dic_hela")
-MODELS = ("classical", "unet")
+MODELS = ("classical", "unet", "flow")
 LOCAL = {"dsb2018": "dsb2018", "ctc_dic_hela": "ctc"}  # dataset key -> folder in shared data
 OVERLAY_MAX = 384  # report.render.overlay_png's crop size
 

@@ -27,7 +27,7 @@ def copy_workflow(repo_root: Path, dst: Path) -> Path:
 
 
 def tiny_params(path: Path) -> dict:
-    """The project's params.yaml with small images and 2 training epochs."""
+    """The project's params.yaml with small images and 2 training epochs for every network."""
     params = yaml.safe_load(path.read_text())
     params["datasets"]["synthetic"]["options"].update(
         n_images=12, height=96, width=96, n_cells=[4, 10], radius=[6.0, 10.0]
@@ -43,6 +43,17 @@ def tiny_params(path: Path) -> dict:
         mask_threshold=[0.5],
         split_h=[1.0],
     )
+    for model in params["models"].values():
+        if model["family"] == "flow":
+            model.update(
+                epochs=2,
+                batch_size=4,
+                patch_size=64,
+                samples_per_epoch=8,
+                decoder_channels=[16, 16, 16, 16],
+                cellprob_threshold=[0.5],
+                flow_threshold=[0.4, 0],
+            )
     return params
 
 

@@ -202,14 +202,16 @@ def _solve_heat(
         ),
         shape=(n, n),
     )
-    starts, counts = _groups(ids[order])
+    starts, _ = _groups(ids[order])
     bounds = [0]
     for start in starts[1:]:
         if start - bounds[-1] >= chunk:
             bounds.append(int(start))
     bounds.append(n)
-    factors = []
-    depth = np.empty(n)
+    # chunk by chunk, so that only one factorisation is held at a time (memory O(chunk)
+    # besides the O(N) arrays): depth -> centres of the chunk's instances -> heat
+    centres = []
+    heat = np.empty(n)
     indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         p0, p1 = indptr[lo], indptr[hi]
@@ -222,17 +224,19 @@ def _solve_heat(
             diag_pivot_thresh=0.0,
             options={"SymmetricMode": True},
         )
-        factors.append(lu)
-        depth[lo:hi] = lu.solve(np.ones(hi - lo))
-    deep = depth >= _DEPTH * np.repeat(np.maximum.reduceat(depth, starts), counts)
-    eligible = np.empty(n, dtype=bool)
-    eligible[order] = deep
-    centres = instance_centres(ys, xs, ids, order, eligible)
-    source = np.zeros(n)
-    source[rank[centres]] = 1.0
-    heat = np.empty(n)
-    for lu, lo, hi in zip(factors, bounds[:-1], bounds[1:], strict=True):
-        heat[lo:hi] = lu.solve(source[lo:hi])
+        depth = lu.solve(np.ones(hi - lo))
+        pixels = order[lo:hi]  # grouped by instance, raster order within
+        local_starts, local_counts = _groups(ids[pixels])
+        deep = depth >= _DEPTH * np.repeat(np.maximum.reduceat(depth, local_starts), local_counts)
+        local = instance_centres(
+            ys[pixels], xs[pixels], ids[pixels], np.arange(hi - lo), eligible=deep
+        )
+        source = np.zeros(hi - lo)
+        source[local] = 1.0
+        heat[lo:hi] = lu.solve(source)
+        centres.append(pixels[local])
+        del lu
+    centres = np.concatenate(centres)
     return centres, heat[rank]
 
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import yaml
+from snakemake.exceptions import WorkflowError
 from cellbench.config import params_from_mapping, validate_params
 
 # The file every `cellbench` call reads: the last --configfile given, else params.yaml.
@@ -22,9 +23,12 @@ MODELS = list(PARAMS.run_models)
 
 # Training and prediction ask for every core Snakemake was given, so on one machine
 # they run one at a time (two torch jobs sharing the CPUs run many times slower);
-# the CLI caps torch's threads at the CPUs that really exist. Cluster profiles set
-# their own threads per job (set-threads).
-TORCH_THREADS = workflow.cores
+# the CLI caps torch's threads at the CPUs that really exist. Cluster executors have
+# no --cores: there the profile sets the threads (and so the CPUs) per rule (set-threads).
+try:
+    TORCH_THREADS = workflow.cores
+except WorkflowError:
+    TORCH_THREADS = 1
 
 
 wildcard_constraints:

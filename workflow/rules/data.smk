@@ -1,5 +1,9 @@
 # download -> convert -> split, per dataset.
 
+# On a cluster the download runs on the submitting host: compute nodes often have no internet.
+localrules:
+    download_dataset,
+
 
 rule download_dataset:
     output:

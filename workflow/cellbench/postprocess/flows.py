@@ -328,13 +328,17 @@ def track_flows(
     )
 
 
-def mask_flow_errors(masks: Tracked | np.ndarray, flows) -> np.ndarray:
+def mask_flow_errors(
+    masks: Tracked | np.ndarray, flows, *, batch_pixels: int = 1 << 20
+) -> np.ndarray:
     """Mean squared error between each mask's own flow field and the predicted flows.
 
     Parameters
     ----------
     masks : :class:`Tracked`, or an ``(H, W)`` label image with ids 1..N.
     flows : ``(2, H, W)`` predicted unit-scale flows.
+    batch_pixels : masks are processed in batches of whole masks of about this many
+        pixels (bounds the memory of the sparse solves; the result does not depend on it).
 
     Returns
     -------
@@ -346,13 +350,24 @@ def mask_flow_errors(masks: Tracked | np.ndarray, flows) -> np.ndarray:
     """
     if not isinstance(masks, Tracked):
         masks = Tracked.from_labels(masks)
-    own = pixel_flows(masks.keys, masks.ids, masks.shape)
     if isinstance(flows, torch.Tensor):
         flows = flows.detach().cpu().numpy()
-    predicted = np.asarray(flows, dtype=np.float32).reshape(2, -1)[:, masks.keys]
-    sq = ((own - predicted) ** 2).sum(axis=0)
-    total = np.bincount(masks.ids, sq, minlength=masks.n + 1)
+    flat = np.asarray(flows, dtype=np.float32).reshape(2, -1)
     count = np.bincount(masks.ids, minlength=masks.n + 1)
+    total = np.zeros(masks.n + 1)
+    # whole masks in batches of about batch_pixels pixels: a mask's flows depend on its
+    # own pixels only, and the sparse solve's working memory stays O(batch)
+    batch = (np.cumsum(count) // batch_pixels)[masks.ids]
+    order = np.argsort(batch, kind="stable")  # raster order within a batch
+    bounds = np.searchsorted(batch[order], np.arange(batch.max() + 2 if len(batch) else 1))
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if lo == hi:
+            continue
+        sel = order[lo:hi]
+        keys, ids = masks.keys[sel], masks.ids[sel]
+        own = pixel_flows(keys, ids, masks.shape)
+        sq = ((own - flat[:, keys]) ** 2).sum(axis=0)
+        total += np.bincount(ids, sq, minlength=masks.n + 1)
     return total / np.maximum(count, 1)
 
 
