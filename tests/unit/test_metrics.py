@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -358,8 +359,40 @@ def test_invariant_to_label_permutation(pair, rnd, top_true, top_pred):
     row = score_image(yt, yp)
     permuted = score_image(perm_t[yt], perm_p[yp])
     assert permuted.keys() == row.keys()
-    for key in row:
+    # AJI pairs each true object with its best-IoU prediction, ties to the smaller
+    # predicted id (Kumar et al.'s reference): under an exact tie it depends on the ids
+    keys = [k for k in row if not (k.startswith("aji") and _aji_has_tie(yt, yp))]
+    for key in keys:
         assert permuted[key] == pytest.approx(row[key], abs=1e-12, nan_ok=True), key
+
+
+def _aji_has_tie(yt: np.ndarray, yp: np.ndarray) -> bool:
+    """Whether some true object has two predictions with exactly the same best IoU."""
+    table = metrics.overlap_table(yt, yp)
+    for t in np.unique(table.pair_true):
+        sel = table.pair_true == t
+        inter = table.intersection[sel]
+        union = table.true_area[t] + table.pred_area[table.pair_pred[sel]] - inter
+        best = max(Fraction(int(i), int(u)) for i, u in zip(inter, union, strict=True))
+        if sum(Fraction(int(i), int(u)) == best for i, u in zip(inter, union, strict=True)) > 1:
+            return True
+    return False
+
+
+def test_aji_ties_go_to_the_smaller_predicted_id():
+    # true object 1 (14 px) overlaps prediction 2 by 6 of its 34 px and prediction 3 by
+    # 2 of its 2 px: both IoU exactly 1/7 (the case Hypothesis found)
+    yt = np.zeros((8, 7), np.int32)
+    yt[5:8, 2:7] = 1
+    yt[6, 6] = 0
+    yp = np.zeros((8, 7), np.int32)
+    yp[1:7, 0:6] = 2
+    yp[5:7, 2] = 3
+    assert _aji_has_tie(yt, yp)
+    # smaller id 2 chosen: (6) / (14 + 34 - 6 + 2 unused) ; swapped ids: 3 -> 2 chosen
+    assert score_image(yt, yp)["aji"] == pytest.approx(6 / 44)
+    swapped = np.where(yp == 2, 3, np.where(yp == 3, 2, 0))
+    assert score_image(yt, swapped)["aji"] == pytest.approx(2 / (14 + 34))
 
 
 @settings(max_examples=100, deadline=None)

@@ -45,7 +45,8 @@ Other scores:
   paired with the predicted object of highest IoU (ties: the smaller predicted id; a
   predicted object may serve several true objects); ``aji = sum |G n S| / (sum |G u S|
   + area of true objects without any overlap + area of predicted objects never
-  chosen)``.
+  chosen)``. As in the reference implementations, an exact IoU tie makes AJI depend on
+  the predicted ids (rare outside tiny objects); every other score is id-independent.
 * ``pixel_iou``, ``dice``: foreground (``label > 0``) IoU and Dice, instances ignored.
 * ``seg``: Cell Tracking Challenge SEG. A reference object is matched by the predicted
   object covering *more than* half of its pixels (``2 |R n S| > |R|``, at most one such
