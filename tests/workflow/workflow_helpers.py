@@ -33,27 +33,17 @@ def tiny_params(path: Path) -> dict:
         n_images=12, height=96, width=96, n_cells=[4, 10], radius=[6.0, 10.0]
     )
     params["models"]["classical"].update(threshold_scale=[1.0], min_distance=[4, 6])
-    params["models"]["unet"].update(
-        epochs=2,
-        batch_size=4,
-        patch_size=64,
-        samples_per_epoch=8,
-        decoder_channels=[16, 16, 16, 16],
-        seed_threshold=[0.5],
-        mask_threshold=[0.5],
-        split_h=[1.0],
+    # every network: 2 epochs of 8 small crops; one threshold choice (two for flow QC)
+    tiny = dict(
+        epochs=2, batch_size=4, patch_size=64, samples_per_epoch=8, decoder_channels=[16] * 4
     )
+    thresholds = {
+        "unet": dict(seed_threshold=[0.5], mask_threshold=[0.5], split_h=[1.0]),
+        "flow": dict(cellprob_threshold=[0.5], flow_threshold=[0.4, 0]),
+    }
     for model in params["models"].values():
-        if model["family"] == "flow":
-            model.update(
-                epochs=2,
-                batch_size=4,
-                patch_size=64,
-                samples_per_epoch=8,
-                decoder_channels=[16, 16, 16, 16],
-                cellprob_threshold=[0.5],
-                flow_threshold=[0.4, 0],
-            )
+        if model["family"] in thresholds:
+            model.update(tiny, **thresholds[model["family"]])
     return params
 
 
