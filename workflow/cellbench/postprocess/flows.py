@@ -359,11 +359,7 @@ def mask_flow_errors(
     # own pixels only, and the sparse solve's working memory stays O(batch)
     batch = (np.cumsum(count) // batch_pixels)[masks.ids]
     order = np.argsort(batch, kind="stable")  # raster order within a batch
-    bounds = np.searchsorted(batch[order], np.arange(batch.max() + 2 if len(batch) else 1))
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        if lo == hi:
-            continue
-        sel = order[lo:hi]
+    for sel in np.split(order, np.flatnonzero(np.diff(batch[order])) + 1):
         keys, ids = masks.keys[sel], masks.ids[sel]
         own = pixel_flows(keys, ids, masks.shape)
         sq = ((own - flat[:, keys]) ** 2).sum(axis=0)
