@@ -110,7 +110,7 @@ def main() -> None:
         empty_rows = []
         for image_id in test:
             truth = read_labels(work / f"data/converted/{dataset}/labels/{image_id}.tif")
-            empty_rows.append({"id": image_id, **score_image(truth, np.zeros_like(truth))})
+            empty_rows.append({"id": image_id, **score_image(truth, np.zeros_like(truth)).row()})
         baselines = {"(empty prediction)": summarize(pd.DataFrame(empty_rows))}
         for model in params.run_models:
             baselines[model] = read_json(work / f"results/scores/{dataset}/{model}/summary.json")

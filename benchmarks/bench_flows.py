@@ -145,9 +145,9 @@ def dsb_images(root: Path, split: str) -> list[np.ndarray]:
 
 def flow_family():
     from cellbench.config import ModelConfig
-    from cellbench.models.flow import Flow
+    from cellbench.models import get_family
 
-    return Flow(ModelConfig("flow", "flow", {"encoder": "resnet18", "encoder_weights": None}))
+    return get_family(ModelConfig("flow", "flow", {"encoder": "resnet18", "encoder_weights": None}))
 
 
 def train_briefly(root: Path, steps: int, seed: int = 0):
@@ -192,8 +192,7 @@ def train_briefly(root: Path, steps: int, seed: int = 0):
 
 def load_network(args, root: Path):
     if args.model_dir:
-        import cellbench.models.flow  # noqa: F401  (registers the family)
-        from cellbench.predict import load_model
+        from cellbench.modelfolder import load_model
 
         model = load_model(Path(args.model_dir), device="cpu")
         return model.family, model.net, f"model folder {args.model_dir}"
@@ -261,7 +260,7 @@ def compare(flows: np.ndarray, prob: np.ndarray, qc: bool, repeats: int) -> dict
         ),
         repeats,
     )
-    agree = score_image(theirs.astype(np.int32), ours, extra_thresholds=())["ap@0.50"]
+    agree = score_image(theirs.astype(np.int32), ours, extra_thresholds=()).matching(0.5).ap
     return {
         "ours": ours,
         "theirs": theirs,
@@ -316,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"network: {how}")
     if net is not None:
         test_images = dsb_images(root, "stage1_test")
-        from cellbench.predict import predict_maps
+        from cellbench.inference import predict_maps
 
         for size in sizes:
             maps = predict_maps(family, net, image_mosaic(test_images, size), torch.device("cpu"))
@@ -337,8 +336,12 @@ def main(argv: list[str] | None = None) -> int:
             r = compare(flows, prob, qc, repeats)
             vs = "-"
             if lab is not None:
-                a = score_image(lab, r["ours"], extra_thresholds=())["ap@0.50"]
-                b = score_image(lab, r["theirs"].astype(np.int32), extra_thresholds=())["ap@0.50"]
+                a = score_image(lab, r["ours"], extra_thresholds=()).matching(0.5).ap
+                b = (
+                    score_image(lab, r["theirs"].astype(np.int32), extra_thresholds=())
+                    .matching(0.5)
+                    .ap
+                )
                 vs = f"{a:.3f} / {b:.3f}"
             speedup = r["t_cp"] / r["t_ours"]
             worst.append((speedup, r["agree"]))

@@ -187,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
                     "peak RSS (MB)": float(res["peak"]) / 2**20,
                     "peak growth (MB)": float(res["peak"] - res["start"]) / 2**20,
                     "instances": int(res["masks"].max()),
-                    "AP@0.5 vs labels": score_image(truth, res["masks"], extra_thresholds=())[
-                        "ap@0.50"
-                    ],
+                    "AP@0.5 vs labels": score_image(truth, res["masks"], extra_thresholds=())
+                    .matching(0.5)
+                    .ap,
                 }
                 if method == "ours" and results.get("cellpose") is not None:
-                    row["AP@0.5 vs Cellpose"] = score_image(
-                        results["cellpose"]["masks"], res["masks"], extra_thresholds=()
-                    )["ap@0.50"]
+                    row["AP@0.5 vs Cellpose"] = (
+                        score_image(results["cellpose"]["masks"], res["masks"], extra_thresholds=())
+                        .matching(0.5)
+                        .ap
+                    )
                 rows.append(row)
                 print(f"  {method}: {row['wall (s)']:.1f} s", flush=True)
     print()

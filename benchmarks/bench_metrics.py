@@ -145,8 +145,8 @@ def build_dataset(quick: bool, rng: np.random.Generator) -> tuple[list[Pair], st
 
 
 def ours_score_image(pairs: list[Pair]) -> np.ndarray:
-    rows = [score_image(a, b) for a, b in pairs]
-    return np.array([[r[f"tp@{t:.2f}"] for t in THRESHOLDS] for r in rows])
+    scores = [score_image(a, b) for a, b in pairs]
+    return np.array([[s.matching(t).tp for t in THRESHOLDS] for s in scores])
 
 
 def ours_match_loop(pairs: list[Pair]) -> np.ndarray:

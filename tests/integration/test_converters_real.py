@@ -18,11 +18,10 @@ import pandas as pd
 import pytest
 import tifffile
 from cellbench.config import DatasetConfig
-from cellbench.datasets import bbbc, ctc, monuseg
+from cellbench.datasets import get_dataset
 from cellbench.datasets.base import (
     LOCAL_MARKER,
     ConvertedWriter,
-    get_dataset,
     raw_root,
     read_index,
 )
@@ -145,7 +144,7 @@ def test_dsb2018_stage1_test_matches_solution(shared_data, dsb):
 
 def test_bbbc039_graph_colouring_decoded(shared_data, tmp_path):
     out = tmp_path / "bbbc039"
-    index = _convert(bbbc.BBBC039(_cfg("bbbc039")), shared_data / "bbbc039", out)
+    index = _convert(get_dataset(_cfg("bbbc039")), shared_data / "bbbc039", out)
     assert len(index) == 16 and index["n_instances"].sum() == 2165
     for mask_path in sorted((shared_data / "bbbc039" / "masks").glob("*.png")):
         colours = np.array(Image.open(mask_path))[..., 0]
@@ -170,10 +169,8 @@ def _bbbc009_interiors(outline: np.ndarray, min_area: int = 30) -> np.ndarray:
 
 def test_bbbc009_outlines_filled(shared_data, tmp_path):
     raw = shared_data / "bbbc009"
-    inner = _convert(
-        bbbc.BBBC009(_cfg("bbbc009", outline_pixels="background")), raw, tmp_path / "a"
-    )
-    full = _convert(bbbc.BBBC009(_cfg("bbbc009")), raw, tmp_path / "b")
+    inner = _convert(get_dataset(_cfg("bbbc009", outline_pixels="background")), raw, tmp_path / "a")
+    full = _convert(get_dataset(_cfg("bbbc009")), raw, tmp_path / "b")
     expected_counts = {"6hr-001-DIC": 31, "6hr-002-DIC": 48, "48hr-001-DIC": 45}
     for stem, count in expected_counts.items():
         outline = tifffile.imread(raw / "outlines" / f"{stem}.tif")  # MinIsWhite: True = stroke
@@ -214,7 +211,7 @@ def _check_ctc(root: Path, name: str, truth: str, out: Path, index: pd.DataFrame
 @pytest.mark.parametrize("name", CTC_NAMES)
 def test_ctc_gold_truth(shared_data, tmp_path, name):
     out = tmp_path / "gt"
-    index = _convert(ctc.CellTrackingChallenge(_cfg("ctc", name=name)), shared_data / "ctc", out)
+    index = _convert(get_dataset(_cfg("ctc", name=name)), shared_data / "ctc", out)
     _check_ctc(shared_data / "ctc", name, "GT", out, index)
     assert set(index["annotation"]) == {"full" if name == "Fluo-N2DH-SIM+" else "partial"}
 
@@ -222,14 +219,14 @@ def test_ctc_gold_truth(shared_data, tmp_path, name):
 @pytest.mark.parametrize("name", CTC_WITH_ST)
 def test_ctc_silver_truth(shared_data, tmp_path, name):
     out = tmp_path / "st"
-    source = ctc.CellTrackingChallenge(_cfg("ctc", name=name, truth="ST"))
+    source = get_dataset(_cfg("ctc", name=name, truth="ST"))
     index = _convert(source, shared_data / "ctc", out)
     _check_ctc(shared_data / "ctc", name, "ST", out, index)
     assert set(index["annotation"]) == {"full"}
 
 
 def test_ctc_missing_silver_truth_says_so(shared_data, tmp_path):
-    source = ctc.CellTrackingChallenge(_cfg("ctc", name="Fluo-N2DH-GOWT1", truth="ST"))
+    source = get_dataset(_cfg("ctc", name="Fluo-N2DH-GOWT1", truth="ST"))
     with pytest.raises(FileNotFoundError, match="set 'truth: GT'"):
         _convert(source, shared_data / "ctc", tmp_path / "x")
     assert not (tmp_path / "x").exists()
@@ -244,7 +241,7 @@ def test_ctc_held_out_sequence(shared_data, tmp_path):
         os.symlink(real / "01", root / seq)
         os.symlink(real / "01_GT", root / f"{seq}_GT")
     index = _convert(
-        ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa")),
+        get_dataset(_cfg("ctc", name="DIC-C2DH-HeLa")),
         tmp_path / "raw",
         tmp_path / "o",
     )
@@ -255,7 +252,7 @@ def test_ctc_held_out_sequence(shared_data, tmp_path):
     ordered = index[index["sequence"] == "01"].sort_values("frame")
     assert list(ordered["frame"]) == [2, 5, 21, 31, 33, 34]
     explicit = _convert(
-        ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa", test_sequence="01")),
+        get_dataset(_cfg("ctc", name="DIC-C2DH-HeLa", test_sequence="01")),
         tmp_path / "raw",
         tmp_path / "p",
     )
@@ -264,36 +261,38 @@ def test_ctc_held_out_sequence(shared_data, tmp_path):
 
 def test_ctc_frame_blocks_make_one_sequence_splittable(shared_data, tmp_path):
     """Only sequence 01: time blocks of frames become the split groups, in frame order."""
-    from cellbench.config import SplitConfig
+    from cellbench.config import SplitOptions
     from cellbench.split import make_split
 
     one_group = _convert(
-        ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa")),
+        get_dataset(_cfg("ctc", name="DIC-C2DH-HeLa")),
         shared_data / "ctc",
         tmp_path / "a",
     )
     with pytest.raises(ValueError, match="no test images"):  # one group: said loudly
-        make_split(one_group.reset_index(), SplitConfig(), 42)
+        make_split(one_group.reset_index(), SplitOptions(), 42)
     index = _convert(
-        ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa", frame_blocks=3)),
+        get_dataset(_cfg("ctc", name="DIC-C2DH-HeLa", frame_blocks=3)),
         shared_data / "ctc",
         tmp_path / "b",
     )
     ordered = index.sort_values("frame")
     assert list(ordered["frame"]) == [2, 5, 21, 31, 33, 34]
     assert list(ordered["group"]) == [f"DIC-C2DH-HeLa/01/b{k}" for k in (0, 0, 1, 1, 2, 2)]
-    split = make_split(index.reset_index(), SplitConfig(), 42)
+    split = make_split(index.reset_index(), SplitOptions(), 42)
     assert set(split["split"]) == {"train", "val", "test"}
     assert split.groupby("group")["split"].nunique().max() == 1
     more_blocks_than_frames = _convert(
-        ctc.CellTrackingChallenge(_cfg("ctc", name="PhC-C2DL-PSC", frame_blocks=5)),
+        get_dataset(_cfg("ctc", name="PhC-C2DL-PSC", frame_blocks=5)),
         shared_data / "ctc",
         tmp_path / "c",
     )
     assert more_blocks_than_frames["group"].nunique() == len(more_blocks_than_frames) == 2
-    with pytest.raises(ValueError, match="frame_blocks must be a positive integer"):
+    with pytest.raises(
+        ValueError, match=r"options.frame_blocks: 0: Input should be greater than or equal to 1"
+    ):
         _convert(
-            ctc.CellTrackingChallenge(_cfg("ctc", name="DIC-C2DH-HeLa", frame_blocks=0)),
+            get_dataset(_cfg("ctc", name="DIC-C2DH-HeLa", frame_blocks=0)),
             shared_data / "ctc",
             tmp_path / "d",
         )
@@ -323,7 +322,7 @@ def _pil_mask(polygons, shape) -> np.ndarray:
 def test_monuseg_polygons(shared_data, tmp_path):
     raw = shared_data / "monuseg"
     out = tmp_path / "monuseg"
-    index = _convert(monuseg.MoNuSeg(_cfg("monuseg")), raw, out)
+    index = _convert(get_dataset(_cfg("monuseg")), raw, out)
     expected_counts = {
         "TCGA-A6-6782-01A-01-BS1": (441, "colon"),
         "TCGA-AC-A2FO-01A-01-TS1": (521, "breast"),

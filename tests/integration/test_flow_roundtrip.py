@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cellbench.metrics import score_image
+from cellbench.metrics import ImageScore, score_image
 from cellbench.postprocess.flows import flows_to_labels
 from cellbench.targets import labels_to_flows
 
@@ -74,9 +74,10 @@ def drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return np.where(small[labels], 0, labels)
 
 
-def pooled_ap50(rows: list[dict]) -> float:
-    tp = sum(r["tp@0.50"] for r in rows)
-    return tp / (tp + sum(r["fp@0.50"] + r["fn@0.50"] for r in rows))
+def pooled_ap50(scores: list[ImageScore]) -> float:
+    at_half = [s.matching(0.5) for s in scores]
+    tp = sum(m.tp for m in at_half)
+    return tp / (tp + sum(m.fp + m.fn for m in at_half))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_round_trip_recovers_real_labels(real_labels, dataset):
         defaults.append(score_image(drop_small(labels, MIN_SIZE), ours, extra_thresholds=()))
         ours = flows_to_labels(maps[:2], maps[2], min_size=0, min_seed_count=2)
         unfiltered.append(score_image(labels, ours, extra_thresholds=()))
-    n_objects = sum(r["n_true"] for r in unfiltered)
+    n_objects = sum(s.n_true for s in unfiltered)
     assert n_objects > 50, f"too few {dataset} objects read ({n_objects})"
     assert pooled_ap50(defaults) >= 0.99
     assert pooled_ap50(unfiltered) >= 0.99
@@ -128,4 +129,4 @@ def test_same_masks_as_cellpose_on_the_same_flows(real_labels):
         min_size=MIN_SIZE,
         device=torch.device("cpu"),
     )
-    assert score_image(theirs.astype(np.int32), ours, extra_thresholds=())["ap@0.50"] >= 0.99
+    assert score_image(theirs.astype(np.int32), ours, extra_thresholds=()).matching(0.5).ap >= 0.99

@@ -224,14 +224,13 @@ def cases(shared_data):
 def test_stardist_matching_per_image(cases, sd_matching):
     for name, yt, yp in cases:
         peer = sd_matching.matching(yt, yp, thresh=ALL_T)
-        row = score_image(yt, yp)
+        score = score_image(yt, yp)
         for t, theirs in zip(ALL_T, peer, strict=True):
             ours = match(yt, yp, t)
             where = f"{name} @ {t}"
             assert (ours.n_true, ours.n_pred) == (theirs.n_true, theirs.n_pred), where
             assert (ours.tp, ours.fp, ours.fn) == (theirs.tp, theirs.fp, theirs.fn), where
-            tag = f"{t:.2f}"
-            assert row[f"tp@{tag}"] == theirs.tp, where
+            assert score.matching(t).tp == theirs.tp, where
             for mine, peer_name in (
                 ("precision", "precision"),
                 ("recall", "recall"),
@@ -239,12 +238,13 @@ def test_stardist_matching_per_image(cases, sd_matching):
                 ("ap", "accuracy"),
             ):
                 assert getattr(ours, mine) == pytest.approx(getattr(theirs, peer_name), abs=EXACT)
-                assert row[f"{mine}@{tag}"] == pytest.approx(getattr(ours, mine), abs=EXACT)
+                mine_in_score = getattr(score.matching(t), mine)
+                assert mine_in_score == pytest.approx(getattr(ours, mine), abs=EXACT)
             # float32 IoU inside StarDist (module docstring)
             assert ours.mean_matched_iou == pytest.approx(theirs.mean_matched_score, rel=FLOAT32)
             assert ours.mean_true_iou == pytest.approx(theirs.mean_true_score, rel=FLOAT32)
             assert ours.pq == pytest.approx(theirs.panoptic_quality, rel=FLOAT32)
-        assert row["pq"] == pytest.approx(peer[ALL_T.index(0.5)].panoptic_quality, rel=FLOAT32)
+        assert score.pq == pytest.approx(peer[ALL_T.index(0.5)].panoptic_quality, rel=FLOAT32)
 
 
 def test_stardist_matched_pairs_are_identical(cases, sd_matching):
@@ -267,7 +267,7 @@ def test_stardist_matching_dataset(cases, sd_matching, by_image):
     peer = sd_matching.matching_dataset(
         ys_true, ys_pred, thresh=ALL_T, by_image=by_image, show_progress=False
     )
-    per_image = pd.DataFrame([{"id": name, **score_image(yt, yp)} for name, yt, yp in cases])
+    per_image = pd.DataFrame([{"id": name, **score_image(yt, yp).row()} for name, yt, yp in cases])
     summary = summarize(per_image, group_by=None)
     for t, theirs in zip(ALL_T, peer, strict=True):
         tag = f"{t:.2f}"
@@ -302,17 +302,16 @@ def test_cellpose_average_precision(cases, cp_metrics):
     ys_pred = [c[2] for c in cases]
     ap, tp, fp, fn = cp_metrics.average_precision(ys_true, ys_pred, threshold=ALL_T)
     for i, (name, yt, yp) in enumerate(cases):
-        row = score_table(overlap_table(yt, yp))
+        score = score_table(overlap_table(yt, yp))
         for k, t in enumerate(ALL_T):
-            tag = f"{t:.2f}"
-            counts = (row[f"tp@{tag}"], row[f"fp@{tag}"], row[f"fn@{tag}"])
-            assert counts == (tp[i, k], fp[i, k], fn[i, k]), f"{name} @ {t}"
+            m = score.matching(t)
+            assert (m.tp, m.fp, m.fn) == (tp[i, k], fp[i, k], fn[i, k]), f"{name} @ {t}"
             # Cellpose stores ap as float32; from its (exact) counts in float64 it is exact.
-            assert row[f"ap@{tag}"] == pytest.approx(float(ap[i, k]), rel=1e-6)
+            assert m.ap == pytest.approx(float(ap[i, k]), rel=1e-6)
             exact = float(tp[i, k]) / float(tp[i, k] + fp[i, k] + fn[i, k])
-            assert row[f"ap@{tag}"] == pytest.approx(exact, abs=EXACT)
+            assert m.ap == pytest.approx(exact, abs=EXACT)
         mean_ap = float(np.mean([float(ap[i, ALL_T.index(t)]) for t in DEFAULT_THRESHOLDS]))
-        assert row["mean_ap"] == pytest.approx(mean_ap, rel=1e-6)
+        assert score.mean_ap == pytest.approx(mean_ap, rel=1e-6)
 
 
 # --------------------------------------------------------------------------- CTC SEG
@@ -332,11 +331,12 @@ def test_ctc_seg_gold_vs_silver(shared_data, ctc):
         res = match_masks([str(r) for r in refs], [str(c) for c in comps], threads=1)
         rows = []
         for k, (r, c) in enumerate(zip(refs, comps, strict=True)):
-            row = score_image(tifffile.imread(r), tifffile.imread(c), annotation="partial")
+            score = score_image(tifffile.imread(r), tifffile.imread(c), annotation="partial")
             theirs = seg([res["labels_ref"][k]], [res["ious"][k]])
-            assert row["seg"] == pytest.approx(theirs, abs=EXACT), f"{ds}/{r.name}"
-            assert math.isnan(row["mean_ap"])  # partial GT: only SEG is scored
-            rows.append({"id": r.stem, **row})
+            assert score.seg == pytest.approx(theirs, abs=EXACT), f"{ds}/{r.name}"
+            assert math.isnan(score.mean_ap)  # partial GT: only SEG is scored
+            assert score.matchings == ()
+            rows.append({"id": r.stem, **score.row()})
         pooled = summarize(pd.DataFrame(rows), group_by=None)["pooled"]["seg"]
         assert pooled == pytest.approx(seg(res["labels_ref"], res["ious"]), abs=EXACT), ds
 
@@ -353,7 +353,7 @@ def test_ctc_seg_perturbed(shared_data, ctc, tmp_path):
                 pred = fn(y, rng)
                 refs.append(_write(tmp_path / f"{name}_ref.tif", y))
                 comps.append(_write(tmp_path / f"{name}_comp.tif", pred))
-                rows.append({"id": name, **score_image(y, pred, annotation="partial")})
+                rows.append({"id": name, **score_image(y, pred, annotation="partial").row()})
     res = match_masks([str(p) for p in refs], [str(p) for p in comps], threads=1)
     for k, row in enumerate(rows):
         theirs = seg([res["labels_ref"][k]], [res["ious"][k]])

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import tifffile
 from cellbench.config import DatasetConfig
-from cellbench.datasets import bbbc, folder, livecell, rle, sartorius
+from cellbench.datasets import bbbc, get_dataset, rle
 from cellbench.datasets.base import ConvertedWriter, masks_to_labels, read_index
 from cellbench.io import read_image, read_labels
 from PIL import Image
@@ -258,7 +258,7 @@ def _sartorius_fixture(raw: Path) -> dict[str, list[np.ndarray]]:
 def test_sartorius_csv_with_overlaps(tmp_path):
     raw = tmp_path / "raw"
     cells = _sartorius_fixture(raw)
-    index = _convert(sartorius.Sartorius(_cfg("sartorius")), raw, tmp_path / "out")
+    index = _convert(get_dataset(_cfg("sartorius")), raw, tmp_path / "out")
     assert list(index.index) == sorted(cells)
     for image_id, masks in cells.items():
         labels = read_labels(tmp_path / "out" / "labels" / f"{image_id}.tif")
@@ -282,7 +282,7 @@ def test_sartorius_column_major_option_changes_decoding(tmp_path):
     raw = tmp_path / "raw"
     _sartorius_fixture(raw)
     index = _convert(
-        sartorius.Sartorius(_cfg("sartorius", rle_order="column", cell_types=["astro"])),
+        get_dataset(_cfg("sartorius", rle_order="column", cell_types=["astro"])),
         raw,
         tmp_path / "out",
     )
@@ -297,9 +297,10 @@ def test_unknown_option_is_refused(tmp_path):
     raw = tmp_path / "raw"
     _sartorius_fixture(raw)
     with pytest.raises(
-        ValueError, match="unknown option.*rle_ordr.*allowed: cell_types, rle_order"
+        ValueError,
+        match=r"unknown key 'rle_ordr' \(did you mean 'rle_order'\?\); allowed keys: cell_types, rle_order",
     ):
-        _convert(sartorius.Sartorius(_cfg("sartorius", rle_ordr="row")), raw, tmp_path / "out")
+        _convert(get_dataset(_cfg("sartorius", rle_ordr="row")), raw, tmp_path / "out")
 
 
 # --------------------------------------------------------------------------------------
@@ -379,7 +380,7 @@ def test_livecell_coco(tmp_path):
             "annotations": annotations,
         }
         (raw / f"livecell_coco_{subset}.json").write_text(json.dumps(coco))
-    index = _convert(livecell.LIVECell(_cfg("livecell")), raw, tmp_path / "out")
+    index = _convert(get_dataset(_cfg("livecell")), raw, tmp_path / "out")
     assert len(index) == 4
     for name, masks in truth.items():
         image_id = Path(name).stem
@@ -395,7 +396,7 @@ def test_livecell_coco(tmp_path):
     assert index.loc[a0, "official_split"] == ""
     # subset / cell type filters
     only = _convert(
-        livecell.LIVECell(_cfg("livecell", subsets=["test"], cell_types=["A172"])),
+        get_dataset(_cfg("livecell", subsets=["test"], cell_types=["A172"])),
         raw,
         tmp_path / "o2",
     )
@@ -438,13 +439,11 @@ def test_bbbc007_outlines(tmp_path):
         (raw / top / "A9").mkdir(parents=True)
         tifffile.imwrite(raw / top / "A9" / "A9 p10d.tif", arrays[0])
         tifffile.imwrite(raw / top / "A9" / "A9 p10f.tif", arrays[1])
-    index = _convert(
-        bbbc.BBBC007(_cfg("bbbc007", outline_pixels="background")), raw, tmp_path / "n"
-    )
+    index = _convert(get_dataset(_cfg("bbbc007", outline_pixels="background")), raw, tmp_path / "n")
     (image_id,) = index.index
     assert image_id == "A9_A9_p10d" and index.loc[image_id, "group"] == "A9"
     _assert_partition(read_labels(tmp_path / "n" / "labels" / f"{image_id}.tif"), nuc_in)
-    index = _convert(bbbc.BBBC007(_cfg("bbbc007", target="cells")), raw, tmp_path / "c")
+    index = _convert(get_dataset(_cfg("bbbc007", target="cells")), raw, tmp_path / "c")
     (image_id,) = index.index
     labels = read_labels(tmp_path / "c" / "labels" / f"{image_id}.tif")
     assert labels.max() == 2
@@ -459,10 +458,10 @@ def test_bbbc007_outlines(tmp_path):
 
 def test_outline_mask_handles_inverted_reading():
     strokes, interiors = _outline_drawing((20, 20), [(2, 10, 2, 10)])
-    normal = bbbc.outlines_to_labels(strokes, outline_pixels="background")
-    inverted = bbbc.outlines_to_labels(
-        ~strokes, outline_pixels="background"
-    )  # PIL-style MinIsWhite
+    normal = bbbc.outlines_to_labels(strokes, min_area=30, outline_pixels="background")
+    inverted = bbbc.outlines_to_labels(  # PIL-style MinIsWhite
+        ~strokes, min_area=30, outline_pixels="background"
+    )
     assert np.array_equal(normal, inverted)
     _assert_partition(normal, interiors)
 
@@ -494,14 +493,12 @@ def test_bbbc018_dib_and_outlines(tmp_path):
     Image.fromarray(nuc.astype(np.uint8) * 255).save(
         raw / "BBBC018_v1_outlines" / "00733-nuclei.png"
     )
-    index = _convert(
-        bbbc.BBBC018(_cfg("bbbc018", outline_pixels="background")), raw, tmp_path / "o"
-    )
+    index = _convert(get_dataset(_cfg("bbbc018", outline_pixels="background")), raw, tmp_path / "o")
     assert list(index.index) == ["00733-nuclei"]
     image = read_image(tmp_path / "o" / "images" / "00733-nuclei.tif")
     assert image.dtype == np.uint16 and np.array_equal(image, channels["DNA"])  # not flipped
     _assert_partition(read_labels(tmp_path / "o" / "labels" / "00733-nuclei.tif"), nuc_in)
-    index = _convert(bbbc.BBBC018(_cfg("bbbc018", all_channels=True)), raw, tmp_path / "a")
+    index = _convert(get_dataset(_cfg("bbbc018", all_channels=True)), raw, tmp_path / "a")
     stacked = read_image(tmp_path / "a" / "images" / "00733-nuclei.tif")
     assert stacked.shape == (*shape, 3) and np.array_equal(stacked[..., 2], channels["pH3"])
 
@@ -544,7 +541,7 @@ def test_bbbc041_boxes_only(tmp_path):
     (raw / "training.json").write_text(json.dumps(train))
     (raw / "test.json").write_text(json.dumps(test))
     out = tmp_path / "out"
-    index = _convert(bbbc.BBBC041(_cfg("bbbc041")), raw.parent, out)
+    index = _convert(get_dataset(_cfg("bbbc041")), raw.parent, out)
     assert set(index["annotation"]) == {"none"} and set(index["n_instances"]) == {0}
     assert index.loc["b2", "official_split"] == "test" and index.loc["a1", "official_split"] == ""
     assert (
@@ -555,7 +552,7 @@ def test_bbbc041_boxes_only(tmp_path):
     assert len(boxes) == 3 and set(boxes["category"]) == {"red blood cell", "ring"}
     notes = json.loads((out / "dataset_notes.json").read_text())
     assert notes["mask_metrics_apply"] is False and "do not apply" in notes["note"]
-    index = _convert(bbbc.BBBC041(_cfg("bbbc041", boxes_as_masks=True)), raw.parent, tmp_path / "m")
+    index = _convert(get_dataset(_cfg("bbbc041", boxes_as_masks=True)), raw.parent, tmp_path / "m")
     labels = read_labels(tmp_path / "m" / "labels" / "a1.tif")
     masks = [_rect(shape, 1, 8, 1, 9), _rect(shape, 5, 12, 5, 14)]
     _assert_partition(labels, _expected_labels(masks))
@@ -591,7 +588,7 @@ def test_folder_cellpose_layout(tmp_path):
     (raw / "train" / "003_img.png").write_bytes(
         (raw / "train" / "000_img.png").read_bytes()
     )  # no mask
-    index = _convert(folder.Folder(_cfg("folder", cell_type="HeLa")), raw, tmp_path / "out")
+    index = _convert(get_dataset(_cfg("folder", cell_type="HeLa")), raw, tmp_path / "out")
     assert sorted(index.index) == ["test_002", "train_000", "train_001"]
     assert index.loc["train_000", "n_instances"] == 3 and index.loc["train_001", "n_instances"] == 2
     assert (
@@ -626,7 +623,7 @@ def test_folder_images_labels_layout(tmp_path):
     colour[6:12, 0:5] = (255, 0, 0)  # same colour, not touching: a separate cell
     Image.fromarray(colour).save(raw / "labels" / "plate2_a.png")
     index = _convert(
-        folder.Folder(
+        get_dataset(
             _cfg(
                 "folder", layout="images_labels", group_regex=r"^(plate\d+)_", annotation="partial"
             )
@@ -644,4 +641,4 @@ def test_folder_images_labels_layout(tmp_path):
 def test_folder_without_pairs_says_what_to_do(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="_img.png next to"):
-        _convert(folder.Folder(_cfg("folder")), tmp_path / "empty", tmp_path / "out")
+        _convert(get_dataset(_cfg("folder")), tmp_path / "empty", tmp_path / "out")

@@ -24,7 +24,7 @@ import pytest
 import tifffile
 import yaml
 from cellbench.config import DatasetConfig
-from cellbench.datasets import bbbc, download, dsb2018
+from cellbench.datasets import download, get_dataset
 from cellbench.datasets.base import ConvertedWriter
 from PIL import Image
 
@@ -313,7 +313,7 @@ def test_bbbc039_download_and_convert_from_local_server(server, tmp_path, monkey
     monkeypatch.setenv("CELLBENCH_DOWNLOAD_CACHE", str(tmp_path / "cache"))
     raw = tmp_path / "data" / "raw" / "bbbc039"
     raw.mkdir(parents=True)
-    source = bbbc.BBBC039(DatasetConfig(name="bbbc039", kind="bbbc039"))
+    source = get_dataset(DatasetConfig(name="bbbc039", kind="bbbc039"))
     source.download(raw)
     assert sorted((tmp_path / "cache" / "bbbc039").iterdir()) == sorted(
         tmp_path / "cache" / "bbbc039" / n for n in archives
@@ -472,7 +472,7 @@ def test_kaggle_dsb_bundle_is_unpacked_and_converted(no_kaggle_env, tmp_path, mo
     monkeypatch.setenv("CELLBENCH_DOWNLOAD_CACHE", str(tmp_path / "cache"))
     raw = tmp_path / "raw" / "dsb"
     raw.mkdir(parents=True)
-    source = dsb2018.DSB2018(DatasetConfig(name="dsb", kind="dsb2018"))
+    source = get_dataset(DatasetConfig(name="dsb", kind="dsb2018"))
     source.download(raw)
     assert api.calls == ["data-science-bowl-2018"]
     assert (raw / "stage1_train" / iid / "masks" / "m1.png").is_file()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from cellbench.config import ModelConfig
 from cellbench.metrics import score_image
-from cellbench.models.base import MODEL_FAMILIES
+from cellbench.models import MODEL_FAMILIES, get_family
 from cellbench.models.flow import Flow
 from cellbench.postprocess.flows import (
     cluster_positions,
@@ -110,7 +110,7 @@ def test_flows_edge_cases():
     f = labels_to_flows(nested)
     np.testing.assert_allclose(np.hypot(f[0], f[1])[nested > 0].max(), 1.0, atol=1e-6)
     pred = flows_to_labels(f[:2], f[2], min_size=0)
-    assert score_image(nested, pred, extra_thresholds=())["ap@0.50"] == 1.0
+    assert score_image(nested, pred, extra_thresholds=()).matching(0.5).ap == 1.0
     keys, flows = sparse_flows(np.array([[0, 4, 4, 4, 0]], np.uint16))
     np.testing.assert_array_equal(keys, [1, 2, 3])
     np.testing.assert_allclose(flows[1], [1, 0, -1])  # a row: towards the middle
@@ -148,8 +148,8 @@ def test_round_trip_recovers_every_instance(scene):
     assert pred.dtype == np.int32 and pred.shape == scene.shape
     assert pred.max() == 6
     scores = score_image(scene, pred, extra_thresholds=())
-    assert scores["ap@0.50"] == 1.0
-    assert scores["mean_ap"] > 0.95
+    assert scores.matching(0.5).ap == 1.0
+    assert scores.mean_ap > 0.95
 
 
 def test_round_trip_accepts_tensors_and_logit_free_probabilities(scene):
@@ -167,7 +167,7 @@ def test_round_trip_on_gpu_matches_cpu(scene):
     target = labels_to_flows(scene)
     cpu = flows_to_labels(target[:2], target[2], min_size=0)
     gpu = flows_to_labels(target[:2], target[2], min_size=0, device="cuda")
-    assert score_image(cpu, gpu, extra_thresholds=())["ap@0.50"] == 1.0
+    assert score_image(cpu, gpu, extra_thresholds=()).matching(0.5).ap == 1.0
 
 
 def test_follow_flows_moves_pixels_to_the_sink():
@@ -223,7 +223,7 @@ def test_finish_labels_min_size_and_holes():
     labels[2:9, 2:9] = 1
     labels[5, 5] = 0  # a hole in 1
     labels[12:14, 12:14] = 2  # 4 px
-    out = finish_labels(labels, None, min_size=5)
+    out = finish_labels(labels, None, flow_threshold=None, min_size=5)
     assert out.max() == 1 and out[5, 5] == 1 and not out[12:14, 12:14].any()
     with pytest.raises(ValueError, match="flow errors"):
         finish_labels(labels, None, flow_threshold=0.4)
@@ -254,11 +254,11 @@ def test_empty_and_bad_inputs():
 
 
 def family(**options) -> Flow:
-    return Flow(ModelConfig("flow", "flow", {"encoder": "resnet18", **options}))
+    return get_family(ModelConfig("flow", "flow", {"encoder": "resnet18", **options}))
 
 
 def test_family_is_registered_and_documents_its_maps():
-    assert MODEL_FAMILIES["flow"] is Flow
+    assert MODEL_FAMILIES["flow"].load() is Flow
     assert Flow.vector_pairs == ((0, 1),)
     assert Flow.map_names == ("flow_y", "flow_x", "cellprob")
 
@@ -294,14 +294,14 @@ def test_family_network_shapes():
 def test_family_postprocess_and_grid(scene):
     fam = family(min_size=0)
     grid = fam.threshold_grid()
-    assert grid[0] == {"cellprob_threshold": 0.5, "flow_threshold": 0.4}
-    assert {g["flow_threshold"] for g in grid} >= {0.0, 0.4}
+    assert grid[0].resolved() == {"cellprob_threshold": 0.5, "flow_threshold": 0.4}
+    assert {g.flow_threshold for g in grid} >= {0.0, 0.4}
     maps = labels_to_flows(scene)
     outs = [fam.postprocess(maps, g) for g in grid]
     for out in outs:
-        assert score_image(scene, out, extra_thresholds=())["ap@0.50"] == 1.0
-    assert len(fam._tracked) == len({g["cellprob_threshold"] for g in grid})  # cached
-    one = family(cellprob_threshold=0.3, flow_threshold=None).threshold_grid()
-    assert one == [{"cellprob_threshold": 0.3, "flow_threshold": None}]
+        assert score_image(scene, out, extra_thresholds=()).matching(0.5).ap == 1.0
+    assert len(fam._tracked) == len({g.cellprob_threshold for g in grid})  # cached
+    one = family(cellprob_threshold=[0.3], flow_threshold=[None]).threshold_grid()
+    assert [g.resolved() for g in one] == [{"cellprob_threshold": 0.3, "flow_threshold": None}]
     with pytest.raises(ValueError, match="flow maps"):
         fam.postprocess(maps[:2], grid[0])

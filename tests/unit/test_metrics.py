@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from fractions import Fraction
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cellbench import metrics
-from cellbench.metrics import DEFAULT_THRESHOLDS, match, score_image, summarize
+from cellbench.metrics import DEFAULT_THRESHOLDS, ImageScore, match, score_image, summarize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -18,7 +19,6 @@ from scipy.optimize import linear_sum_assignment
 
 RATIOS = ("precision", "recall", "f1", "ap")
 ALL_T = sorted({*DEFAULT_THRESHOLDS, 0.25, 0.75})
-TAGS = [f"{t:.2f}" for t in ALL_T]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -108,25 +108,151 @@ def test_default_thresholds():
     assert DEFAULT_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
-def test_score_image_keys():
-    y = disk_labels()
-    row = score_image(y, y)
-    for tag in TAGS:
-        for name in ("tp", "fp", "fn", *RATIOS):
-            assert f"{name}@{tag}" in row
-    for key in ("n_true", "n_pred", "mean_ap", "pq", "sq", "aji", "pixel_iou", "dice", "seg"):
-        assert key in row
-    assert not any("0.25" in k for k in row if k == "mean_ap")
-    assert row["n_true"] == 3
+PER_THRESHOLD = ("tp", "fp", "fn", "precision", "recall", "f1", "ap", "iou_sum")
+IMAGE_KEYS = (
+    "mean_ap", "pq", "sq", "aji", "pixel_iou", "dice", "seg",
+    "aji_intersection", "aji_union", "fg_true", "fg_pred", "fg_intersection", "seg_sum",
+)  # fmt: skip
+
+
+def _same_values(row: dict, expected: dict) -> None:
+    """Same keys in the same order, same types, same values (NaN equal to NaN)."""
+    assert list(row) == list(expected)
+    for key, value in expected.items():
+        assert type(row[key]) is type(value), key
+        assert row[key] == value or (math.isnan(value) and math.isnan(row[key])), key
+
+
+def _one_dropped():
+    """Three disks of 113 px; the prediction misses disk 1 and is otherwise perfect."""
+    yt = disk_labels()
+    yp = np.where(yt == 1, 0, yt)
+    assert [int((yt == i).sum()) for i in (1, 2, 3)] == [113, 113, 113]
+    return yt, yp
+
+
+def test_row_is_the_flat_per_image_format():
+    yt, yp = _one_dropped()
+    score = score_image(yt, yp, thresholds=(0.5, 0.9), extra_thresholds=(0.25,))
+    assert isinstance(score, ImageScore)
+    at_each = {"tp": 2, "fp": 0, "fn": 1, "precision": 1.0, "recall": 2 / 3}
+    at_each |= {"f1": 0.8, "ap": 2 / 3, "iou_sum": 2.0}
+    expected = {"n_true": 3, "n_pred": 2}
+    for tag in ("0.25", "0.50", "0.90"):
+        expected |= {f"{name}@{tag}": value for name, value in at_each.items()}
+    expected |= {
+        "mean_ap": 2 / 3,
+        "pq": 0.8,
+        "sq": 1.0,
+        "aji": 2 / 3,
+        "pixel_iou": 2 / 3,
+        "dice": 0.8,
+        "seg": 2 / 3,
+        "aji_intersection": 226,
+        "aji_union": 339,
+        "fg_true": 339,
+        "fg_pred": 226,
+        "fg_intersection": 226,
+        "seg_sum": 2.0,
+    }
+    _same_values(score.row(), expected)
+    assert list(expected) == [
+        "n_true", "n_pred",
+        "tp@0.25", "fp@0.25", "fn@0.25", "precision@0.25", "recall@0.25", "f1@0.25",
+        "ap@0.25", "iou_sum@0.25",
+        "tp@0.50", "fp@0.50", "fn@0.50", "precision@0.50", "recall@0.50", "f1@0.50",
+        "ap@0.50", "iou_sum@0.50",
+        "tp@0.90", "fp@0.90", "fn@0.90", "precision@0.90", "recall@0.90", "f1@0.90",
+        "ap@0.90", "iou_sum@0.90",
+        *IMAGE_KEYS,
+    ]  # fmt: skip
+    # the scalar fields are the row's image-level values
+    assert {key: getattr(score, key) for key in IMAGE_KEYS} == {k: expected[k] for k in IMAGE_KEYS}
+
+
+def test_row_with_default_thresholds_and_both_empty():
+    z = np.zeros((8, 8), np.uint16)
+    tags = ("0.25", "0.50", "0.55", "0.60", "0.65", "0.70", "0.75", "0.80", "0.85", "0.90")
+    tags += ("0.95",)
+    expected: dict = {"n_true": 0, "n_pred": 0}
+    for tag in tags:
+        expected |= {f"tp@{tag}": 0, f"fp@{tag}": 0, f"fn@{tag}": 0}
+        expected |= {f"{name}@{tag}": 1.0 for name in ("precision", "recall", "f1", "ap")}
+        expected[f"iou_sum@{tag}"] = 0.0
+    expected |= dict.fromkeys(("mean_ap", "pq", "sq", "aji", "pixel_iou", "dice"), 1.0)
+    expected |= {"seg": math.nan, "aji_intersection": 0, "aji_union": 0, "fg_true": 0}
+    expected |= {"fg_pred": 0, "fg_intersection": 0, "seg_sum": 0.0}
+    _same_values(score_image(z, z).row(), expected)
+
+
+def test_row_partial_annotation_is_nan_except_seg():
+    yt, yp = _one_dropped()
+    score = score_image(
+        yp, yt, thresholds=(0.5, 0.9), extra_thresholds=(0.25,), annotation="partial"
+    )
+    expected: dict = {"n_true": 2, "n_pred": 3}
+    for tag in ("0.25", "0.50", "0.90"):
+        expected |= {f"{name}@{tag}": math.nan for name in PER_THRESHOLD}
+    expected |= dict.fromkeys(IMAGE_KEYS, math.nan)
+    expected |= {"seg": 1.0, "seg_sum": 2.0}
+    _same_values(score.row(), expected)
+    assert score.matchings == ()
+    assert score.annotation == "partial" and score.thresholds == (0.5, 0.9)
+    for key in IMAGE_KEYS:
+        if key not in ("seg", "seg_sum"):
+            assert math.isnan(getattr(score, key)), key
+    with pytest.raises(ValueError, match="partial"):
+        score.matching(0.5)
+
+
+def test_matchings_one_per_threshold_sorted():
+    yt, yp = _one_dropped()
+    score = score_image(yt, yp, thresholds=(0.9, 0.5, 0.9), extra_thresholds=(0.25, 0.5))
+    assert [m.threshold for m in score.matchings] == [0.25, 0.5, 0.9]
+    assert score.thresholds == (0.9, 0.5, 0.9)
+    assert score.matching(0.5) is score.matchings[1]
+    assert score.matching(0.50000001) is score.matchings[1]  # compared at 2 decimals
+    with pytest.raises(ValueError, match=r"0\.75.*0\.25, 0\.50, 0\.90"):
+        score.matching(0.75)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        score.mean_ap = 0.0  # type: ignore[misc]
+    assert not hasattr(score, "__getitem__")  # one shape: attributes, or .row()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label_pair(), st.sampled_from([(), (0.25,), (0.1, 0.3, 0.45), (0.75, 0.97)]))
+def test_matching_agrees_with_match(pair, extra):
+    yt, yp = pair
+    score = score_image(yt, yp, extra_thresholds=extra)
+    every = sorted({*DEFAULT_THRESHOLDS, *extra})
+    assert [m.threshold for m in score.matchings] == every
+    for t in every:
+        got, ref = score.matching(t), match(yt, yp, t)
+        for f in dataclasses.fields(ref):
+            a, b = getattr(got, f.name), getattr(ref, f.name)
+            if isinstance(b, np.ndarray):
+                assert a.dtype == b.dtype and np.array_equal(a, b), (t, f.name)
+            else:
+                assert type(a) is type(b) and a == b, (t, f.name)
+    # image-level scores at IoU 0.5 come from the same matching
+    half = match(yt, yp, 0.5)
+    assert (score.pq, score.sq) == (half.pq, half.mean_matched_iou)
+    assert score.mean_ap == np.mean([score.matching(t).ap for t in DEFAULT_THRESHOLDS])
+
+
+def test_pq_without_threshold_half():
+    yt, yp = _one_dropped()
+    score = score_image(yt, yp, thresholds=(0.9,), extra_thresholds=())
+    assert [m.threshold for m in score.matchings] == [0.9]
+    assert (score.pq, score.sq) == (0.8, 1.0)  # at 0.5 all the same
 
 
 def test_mean_ap_uses_only_thresholds():
-    yt = disk_labels()
-    yp = yt.copy()
-    yp[yp == 1] = 0  # drop one object: ap = 2/3 at every threshold
-    row = score_image(yt, yp, thresholds=(0.5, 0.9), extra_thresholds=(0.25,))
-    assert row["mean_ap"] == pytest.approx(2 / 3)
-    assert "ap@0.25" in row and "ap@0.75" not in row
+    yt, yp = _one_dropped()  # ap = 2/3 at every threshold
+    score = score_image(yt, yp, thresholds=(0.5, 0.9), extra_thresholds=(0.25,))
+    assert score.mean_ap == pytest.approx(2 / 3)
+    assert [m.threshold for m in score.matchings] == [0.25, 0.5, 0.9]
+    assert "ap@0.25" in score.row() and "ap@0.75" not in score.row()
 
 
 # --------------------------------------------------------------------------- conventions
@@ -134,33 +260,37 @@ def test_mean_ap_uses_only_thresholds():
 
 def test_both_empty_is_perfect():
     z = np.zeros((8, 8), np.uint16)
-    row = score_image(z, z)
-    for tag in TAGS:
-        assert (row[f"tp@{tag}"], row[f"fp@{tag}"], row[f"fn@{tag}"]) == (0, 0, 0)
+    score = score_image(z, z)
+    assert [m.threshold for m in score.matchings] == ALL_T
+    for m in score.matchings:
+        assert (m.tp, m.fp, m.fn) == (0, 0, 0)
         for name in RATIOS:
-            assert row[f"{name}@{tag}"] == 1.0
+            assert getattr(m, name) == 1.0
     for key in ("mean_ap", "pq", "sq", "aji", "pixel_iou", "dice"):
-        assert row[key] == 1.0
-    assert math.isnan(row["seg"])
+        assert getattr(score, key) == 1.0
+    assert math.isnan(score.seg)
 
 
 def test_empty_ground_truth():
     z = np.zeros((20, 20), np.int32)
     yp = disk_labels((20, 20), ((10, 10),), 4)
-    row = score_image(z, yp)
-    assert (row["tp@0.50"], row["fp@0.50"], row["fn@0.50"]) == (0, 1, 0)
-    for key in ("precision@0.50", "recall@0.50", "f1@0.50", "ap@0.50", "mean_ap", "pq", "sq"):
-        assert row[key] == 0.0
-    assert row["aji"] == 0.0 and row["pixel_iou"] == 0.0 and row["dice"] == 0.0
-    assert math.isnan(row["seg"])
+    score = score_image(z, yp)
+    m = score.matching(0.5)
+    assert (m.tp, m.fp, m.fn) == (0, 1, 0)
+    assert (m.precision, m.recall, m.f1, m.ap) == (0.0, 0.0, 0.0, 0.0)
+    assert (score.mean_ap, score.pq, score.sq) == (0.0, 0.0, 0.0)
+    assert score.aji == 0.0 and score.pixel_iou == 0.0 and score.dice == 0.0
+    assert math.isnan(score.seg)
 
 
 def test_empty_prediction():
     yt = disk_labels()
-    row = score_image(yt, np.zeros_like(yt))
-    assert (row["tp@0.50"], row["fp@0.50"], row["fn@0.50"]) == (0, 0, 3)
-    for key in ("precision@0.50", "recall@0.50", "mean_ap", "pq", "aji", "dice", "seg"):
-        assert row[key] == 0.0
+    score = score_image(yt, np.zeros_like(yt))
+    m = score.matching(0.5)
+    assert (m.tp, m.fp, m.fn) == (0, 0, 3)
+    assert (m.precision, m.recall) == (0.0, 0.0)
+    for key in ("mean_ap", "pq", "aji", "dice", "seg"):
+        assert getattr(score, key) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -173,9 +303,9 @@ def test_iou_exactly_at_threshold_matches(inter, area, threshold):
     yp[0, :inter] = 4  # IoU = inter / area exactly
     assert match(yt, yp, threshold).tp == 1
     assert match(yt, yp, threshold + 0.01).tp == 0
-    row = score_image(yt, yp)
-    assert row[f"tp@{threshold:.2f}"] == 1
-    assert row[f"tp@{threshold + 0.05:.2f}"] == 0
+    score = score_image(yt, yp)
+    assert score.matching(threshold).tp == 1
+    assert score.matching(threshold + 0.05).tp == 0
 
 
 def test_gaps_in_ids_change_nothing():
@@ -183,7 +313,7 @@ def test_gaps_in_ids_change_nothing():
     yp = np.roll(yt, 2, axis=1)
     gappy_t = np.choose(yt, [0, 7, 300, 65_000]).astype(np.int64)
     gappy_p = np.choose(yp, [0, 2**31 - 1, 5, 40]).astype(np.int64)
-    assert score_image(gappy_t, gappy_p) == score_image(yt, yp)
+    assert score_image(gappy_t, gappy_p).row() == score_image(yt, yp).row()
 
 
 def test_huge_ids_in_both_images():
@@ -191,7 +321,7 @@ def test_huge_ids_in_both_images():
     yp = np.roll(yt, 1, axis=0)
     big_t = np.where(yt > 0, yt + np.uint64(2**40), 0).astype(np.uint64)
     big_p = np.where(yp > 0, yp + np.uint64(2**41), 0).astype(np.uint64)
-    assert score_image(big_t, big_p) == score_image(yt, yp)
+    assert score_image(big_t, big_p).row() == score_image(yt, yp).row()
     assert set(match(big_t, big_p).matched_true) == {2**40 + 1, 2**40 + 2, 2**40 + 3}
 
 
@@ -205,12 +335,12 @@ def test_id_magnitudes_take_every_route(base_true, base_pred):
     yp = np.roll(yt, 3, axis=1)
     big_t = np.where(yt > 0, yt.astype(np.int64) + base_true, 0)
     big_p = np.where(yp > 0, yp.astype(np.int64) + base_pred, 0)
-    assert score_image(big_t, big_p) == score_image(yt, yp)
+    assert score_image(big_t, big_p).row() == score_image(yt, yp).row()
 
 
 def test_bool_and_unsigned_inputs():
     y = disk_labels((20, 20), ((10, 10),), 5)
-    assert score_image(y > 0, y.astype(np.uint8))["mean_ap"] == 1.0
+    assert score_image(y > 0, y.astype(np.uint8)).mean_ap == 1.0
 
 
 def test_invalid_inputs():
@@ -274,9 +404,10 @@ def test_partial_annotation_only_seg():
     yt = disk_labels()
     yt[yt == 3] = 0  # unlabelled cell
     yp = disk_labels()
-    row = score_image(yt, yp, annotation="partial")
-    assert row["seg"] == 1.0 and row["n_true"] == 2 and row["n_pred"] == 3
-    for key, value in row.items():
+    score = score_image(yt, yp, annotation="partial")
+    assert score.seg == 1.0 and score.n_true == 2 and score.n_pred == 3
+    assert score.matchings == ()
+    for key, value in score.row().items():
         if key not in ("seg", "seg_sum", "n_true", "n_pred"):
             assert math.isnan(value), key
 
@@ -291,7 +422,7 @@ def test_aji_hand_example():
     yp[0, 10:12] = 3  # false positive
     # C = 5, U = 8 + |P2| + |P3| = 8 + 3 + 2
     assert metrics.aggregated_jaccard_index(yt, yp) == pytest.approx(5 / 13)
-    assert score_image(yt, yp)["aji"] == pytest.approx(dense_aji(yt, yp))
+    assert score_image(yt, yp).aji == pytest.approx(dense_aji(yt, yp))
 
 
 # --------------------------------------------------------------------------- oracle checks
@@ -301,15 +432,13 @@ def test_aji_hand_example():
 @given(label_pair())
 def test_matches_dense_reference(pair):
     yt, yp = pair
-    row = score_image(yt, yp)
-    for t, tag in zip(ALL_T, TAGS, strict=True):
+    score = score_image(yt, yp)
+    for t in ALL_T:
         ref_tp, ref_sum = dense_reference(yt, yp, t)
-        assert row[f"tp@{tag}"] == ref_tp
-        assert row[f"iou_sum@{tag}"] == pytest.approx(ref_sum, abs=1e-12)
-        m = match(yt, yp, t)
-        assert m.tp == ref_tp
-        assert m.iou_sum == pytest.approx(ref_sum, abs=1e-12)
-    assert row["aji"] == pytest.approx(dense_aji(yt, yp), abs=1e-12)
+        for m in (score.matching(t), match(yt, yp, t)):
+            assert m.tp == ref_tp
+            assert m.iou_sum == pytest.approx(ref_sum, abs=1e-12)
+    assert score.aji == pytest.approx(dense_aji(yt, yp), abs=1e-12)
 
 
 @settings(max_examples=100, deadline=None)
@@ -317,14 +446,14 @@ def test_matches_dense_reference(pair):
 def test_fragmented_labels_against_reference(a, b):
     h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
     yt, yp = a[:h, :w], b[:h, :w]
-    row = score_image(yt, yp)
-    for t, tag in zip(ALL_T, TAGS, strict=True):
-        assert row[f"tp@{tag}"] == dense_reference(yt, yp, t)[0]
+    score = score_image(yt, yp)
+    for t in ALL_T:
+        assert score.matching(t).tp == dense_reference(yt, yp, t)[0]
     fg_t, fg_p = yt > 0, yp > 0
     union = np.sum(fg_t | fg_p)
     if union:
-        assert row["pixel_iou"] == pytest.approx(np.sum(fg_t & fg_p) / union)
-        assert row["dice"] == pytest.approx(2 * np.sum(fg_t & fg_p) / (fg_t.sum() + fg_p.sum()))
+        assert score.pixel_iou == pytest.approx(np.sum(fg_t & fg_p) / union)
+        assert score.dice == pytest.approx(2 * np.sum(fg_t & fg_p) / (fg_t.sum() + fg_p.sum()))
 
 
 # --------------------------------------------------------------------------- properties
@@ -334,14 +463,14 @@ def test_fragmented_labels_against_reference(a, b):
 @given(label_pair())
 def test_perfect_prediction_scores_one(pair):
     y = pair[0]
-    row = score_image(y, y)
+    score = score_image(y, y)
     for key in ("mean_ap", "pq", "sq", "aji", "pixel_iou", "dice"):
-        assert row[key] == 1.0
-    for tag in TAGS:
+        assert getattr(score, key) == 1.0
+    for m in score.matchings:
         for name in RATIOS:
-            assert row[f"{name}@{tag}"] == 1.0
-    if row["n_true"]:
-        assert row["seg"] == 1.0
+            assert getattr(m, name) == 1.0
+    if score.n_true:
+        assert score.seg == 1.0
 
 
 @settings(max_examples=100, deadline=None)
@@ -356,8 +485,8 @@ def test_invariant_to_label_permutation(pair, rnd, top_true, top_pred):
     yt, yp = pair
     perm_t = np.array([0, *rnd.sample(range(1, top_true), 10)], np.int64)
     perm_p = np.array([0, *rnd.sample(range(1, top_pred), 10)], np.int64)
-    row = score_image(yt, yp)
-    permuted = score_image(perm_t[yt], perm_p[yp])
+    row = score_image(yt, yp).row()
+    permuted = score_image(perm_t[yt], perm_p[yp]).row()
     assert permuted.keys() == row.keys()
     # AJI pairs each true object with its best-IoU prediction, ties to the smaller
     # predicted id (Kumar et al.'s reference): under an exact tie it depends on the ids
@@ -390,30 +519,31 @@ def test_aji_ties_go_to_the_smaller_predicted_id():
     yp[5:7, 2] = 3
     assert _aji_has_tie(yt, yp)
     # smaller id 2 chosen: (6) / (14 + 34 - 6 + 2 unused) ; swapped ids: 3 -> 2 chosen
-    assert score_image(yt, yp)["aji"] == pytest.approx(6 / 44)
+    assert score_image(yt, yp).aji == pytest.approx(6 / 44)
     swapped = np.where(yp == 2, 3, np.where(yp == 3, 2, 0))
-    assert score_image(yt, swapped)["aji"] == pytest.approx(2 / (14 + 34))
+    assert score_image(yt, swapped).aji == pytest.approx(2 / (14 + 34))
 
 
 @settings(max_examples=100, deadline=None)
 @given(label_pair())
 def test_counts_are_consistent(pair):
     yt, yp = pair
-    row = score_image(yt, yp)
+    score = score_image(yt, yp)
     n_true = len(np.unique(yt[yt > 0]))
     n_pred = len(np.unique(yp[yp > 0]))
-    assert (row["n_true"], row["n_pred"]) == (n_true, n_pred)
+    assert (score.n_true, score.n_pred) == (n_true, n_pred)
     previous = math.inf
-    for tag in TAGS:
-        tp, fp, fn = row[f"tp@{tag}"], row[f"fp@{tag}"], row[f"fn@{tag}"]
+    for m in score.matchings:
+        tp, fp, fn = m.tp, m.fp, m.fn
+        assert (m.n_true, m.n_pred) == (n_true, n_pred)
         assert tp + fn == n_true and tp + fp == n_pred and min(tp, fp, fn) >= 0
         assert tp <= previous  # monotone in the threshold
         previous = tp
         for name in RATIOS:
-            assert 0.0 <= row[f"{name}@{tag}"] <= 1.0
+            assert 0.0 <= getattr(m, name) <= 1.0
     for key in ("pq", "sq", "aji", "pixel_iou", "dice"):
-        assert 0.0 <= row[key] <= 1.0
-    assert row["pq"] == pytest.approx(row["sq"] * row["f1@0.50"])
+        assert 0.0 <= getattr(score, key) <= 1.0
+    assert score.pq == pytest.approx(score.sq * score.matching(0.5).f1)
 
 
 @settings(max_examples=50, deadline=None)
@@ -421,9 +551,9 @@ def test_counts_are_consistent(pair):
 def test_swapping_images_swaps_fp_and_fn(pair):
     yt, yp = pair
     a, b = score_image(yt, yp), score_image(yp, yt)
-    for tag in TAGS:
-        assert (a[f"tp@{tag}"], a[f"fp@{tag}"]) == (b[f"tp@{tag}"], b[f"fn@{tag}"])
-        assert a[f"f1@{tag}"] == pytest.approx(b[f"f1@{tag}"])
+    for ma, mb in zip(a.matchings, b.matchings, strict=True):
+        assert (ma.tp, ma.fp) == (mb.tp, mb.fn)
+        assert ma.f1 == pytest.approx(mb.f1)
 
 
 # --------------------------------------------------------------------------- summarize
@@ -432,10 +562,10 @@ def test_swapping_images_swaps_fp_and_fn(pair):
 def _frame():
     yt = disk_labels()
     rows = [
-        {"id": "a", "cell_type": "hela", **score_image(yt, yt)},
-        {"id": "b", "cell_type": "hela", **score_image(yt, np.where(yt == 1, 0, yt))},
-        {"id": "c", "cell_type": "msc", **score_image(np.zeros_like(yt), yt)},
-        {"id": "d", "cell_type": "msc", **score_image(yt, yt, annotation="partial")},
+        {"id": "a", "cell_type": "hela", **score_image(yt, yt).row()},
+        {"id": "b", "cell_type": "hela", **score_image(yt, np.where(yt == 1, 0, yt)).row()},
+        {"id": "c", "cell_type": "msc", **score_image(np.zeros_like(yt), yt).row()},
+        {"id": "d", "cell_type": "msc", **score_image(yt, yt, annotation="partial").row()},
     ]
     return pd.DataFrame(rows)
 
@@ -465,7 +595,7 @@ def test_summarize_pooled_aji_is_ratio_of_sums():
     for i in range(4):
         yt = disk_labels(radius=int(rng.integers(3, 7)))
         yp = np.roll(yt, int(rng.integers(0, 3)), axis=0)
-        rows.append({"id": str(i), **score_image(yt, yp)})
+        rows.append({"id": str(i), **score_image(yt, yp).row()})
     df = pd.DataFrame(rows)
     s = summarize(df, group_by=None)
     assert "per_cell_type" not in s
@@ -476,7 +606,7 @@ def test_summarize_pooled_aji_is_ratio_of_sums():
 def test_summarize_only_partial_images_pools_seg_only():
     yt = disk_labels()
     df = pd.DataFrame(
-        [{"id": "a", **score_image(yt, np.roll(yt, 1, axis=0), annotation="partial")}]
+        [{"id": "a", **score_image(yt, np.roll(yt, 1, axis=0), annotation="partial").row()}]
     )
     s = summarize(df)
     json.dumps(s, allow_nan=False)

@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
-from cellbench.synthetic import SyntheticSpec, generate_image
+from cellbench.datasets.options import SyntheticOptions
+from cellbench.synthetic import generate_image
 from scipy import ndimage as ndi
 
 
 @pytest.mark.parametrize("look", ["fluorescent", "phase"])
 def test_deterministic_and_valid_labels(look: str) -> None:
-    spec = SyntheticSpec(height=128, width=160)
+    spec = SyntheticOptions(height=128, width=160)
     img1, lab1 = generate_image(7, look, spec)
     img2, lab2 = generate_image(7, look, spec)
     np.testing.assert_array_equal(img1, img2)
@@ -21,13 +22,13 @@ def test_deterministic_and_valid_labels(look: str) -> None:
 
 
 def test_cells_touch_and_contrast() -> None:
-    img, lab = generate_image(3, "fluorescent", SyntheticSpec(n_cells=(30, 30)))
+    img, lab = generate_image(3, "fluorescent", SyntheticOptions(n_cells=(30, 30)))
     # touching: some foreground pixel has a 4-neighbour of another instance
     right = (lab[:, :-1] > 0) & (lab[:, 1:] > 0) & (lab[:, :-1] != lab[:, 1:])
     down = (lab[:-1] > 0) & (lab[1:] > 0) & (lab[:-1] != lab[1:])
     assert right.any() or down.any()
     assert img[lab > 0].mean() > 2 * img[lab == 0].mean()
-    _, phase_lab = generate_image(3, "phase", SyntheticSpec(n_cells=(30, 30)))
+    _, phase_lab = generate_image(3, "phase", SyntheticOptions(n_cells=(30, 30)))
     assert phase_lab.max() >= 15
 
 

@@ -6,16 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from cellbench.config import ModelConfig
-from cellbench.datasets import ConvertedWriter
+from cellbench.datasets.base import ConvertedWriter
+from cellbench.datasets.options import SyntheticOptions
+from cellbench.inference import pad_to_multiple, predict_maps
+from cellbench.modelfolder import load_model
 from cellbench.models import get_family
-from cellbench.predict import (
-    load_model,
-    pad_to_multiple,
-    postprocess_dir,
-    predict_dir,
-    predict_maps,
-)
-from cellbench.synthetic import SyntheticSpec, generate_image
+from cellbench.predict import postprocess_dir, predict_dir
+from cellbench.synthetic import generate_image
 from cellbench.train import random_dihedral, train_model
 
 TINY_UNET = {
@@ -35,7 +32,7 @@ TINY_UNET = {
 def tiny_dataset(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny")
     writer = ConvertedWriter(root / "converted")
-    spec = SyntheticSpec(height=80, width=96, n_cells=(4, 8), radius=(6, 9))
+    spec = SyntheticOptions(height=80, width=96, n_cells=(4, 8), radius=(6, 9))
     rows = []
     for i, split in enumerate(["train", "train", "train", "val", "test", "test"]):
         image, labels = generate_image(i, "fluorescent", spec)
@@ -88,6 +85,9 @@ def test_train_predict_postprocess_round_trip(tiny_dataset, tmp_path: Path) -> N
     out = tmp_path / "model"
     config = train_model(cfg, "tiny", converted, split, out, seed=3, device="cpu", progress=False)
     assert config["epochs_run"] == 2 and config["n_train_images"] == 3
+    # every option of the family, defaults filled in (StarDist-style self-describing folder)
+    assert config["options"] == get_family(cfg).options.resolved()
+    assert config["options"]["learning_rate"] == 0.003  # a default the entry did not set
     assert {p.name for p in out.iterdir()} == {
         "weights.pt",
         "config.json",
@@ -107,7 +107,7 @@ def test_train_predict_postprocess_round_trip(tiny_dataset, tmp_path: Path) -> N
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
     model = load_model(out, "cpu")
-    assert set(model.thresholds) == {"seed_threshold", "mask_threshold", "split_h"}
+    assert set(model.thresholds.resolved()) == {"seed_threshold", "mask_threshold", "split_h"}
     assert predict_dir(out, converted, split, tmp_path / "pred", device="cpu") == 2
     assert postprocess_dir(out, tmp_path / "pred", tmp_path / "masks") == 2
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["img4.tif", "img5.tif"]
@@ -130,7 +130,7 @@ def test_classical_tunes_on_val_and_segments(tiny_dataset, tmp_path: Path) -> No
     score = score_image(
         read_labels(converted / "labels/img4.tif"), read_labels(tmp_path / "k/img4.tif")
     )
-    assert score["ap@0.50"] > 0.5
+    assert score.matching(0.5).ap > 0.5
 
 
 def test_missing_training_images_error(tiny_dataset, tmp_path: Path) -> None:
@@ -172,11 +172,11 @@ def test_tune_thresholds_partial_uses_seg_and_survives_nan() -> None:
     options = {"threshold_scale": [1.0, 0.5], "min_distance": [4]}
     family = get_family(ModelConfig("c", "classical", options))
     _, truth = generate_image(
-        0, "fluorescent", SyntheticSpec(height=128, width=128, n_cells=(8, 8))
+        0, "fluorescent", SyntheticOptions(height=128, width=128, n_cells=(8, 8))
     )
     maps = [family.image_to_maps(((truth > 0) * 1.0)[None].astype(np.float32))]
     tuned = tune_thresholds(family, maps, [truth], metric="seg")
     assert tuned["metric"] == "seg" and len(tuned["grid"]) == 2
     assert tuned["val_score"] > 0.5
     empty = tune_thresholds(family, [], [])
-    assert empty["selected"] == family.threshold_grid()[0]
+    assert empty["selected"] == family.threshold_grid()[0].resolved()

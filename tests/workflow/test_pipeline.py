@@ -6,6 +6,7 @@ Each test copies the workflow files into a fresh folder, shrinks params.yaml
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,16 @@ def test_snakemake_end_to_end_and_incremental(project: Path) -> None:
     report = (project / "results/report.html").read_text()
     assert "Leaderboard" in report and "classical" in report and "unet" in report
     assert report.count("data:image/png;base64,") == 2  # one overlay per model
+    from cellbench import __version__
+    from cellbench.models import MODEL_FAMILIES
+
     for model in ("classical", "unet"):
         model_dir = project / "results/models/synthetic" / model
         assert (model_dir / "config.json").is_file() and (model_dir / "thresholds.json").is_file()
+        # the folder describes itself: every option of its family, resolved
+        config = json.loads((model_dir / "config.json").read_text())
+        assert set(config["options"]) == set(MODEL_FAMILIES[model].options.model_fields)
+        assert config["cellbench_version"] == __version__ and len(config["params_sha256"]) == 64
         assert (project / "results/scores/synthetic" / model / "summary.json").is_file()
     assert (project / "results/models/synthetic/unet/weights.pt").is_file()
     assert (

@@ -1,3 +1,3 @@
 """cellbench: a reproducible benchmark pipeline for cell and nucleus instance segmentation."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -20,9 +20,9 @@ __all__ = ["main"]
 
 
 def _params(args):
-    from cellbench.config import load_params
+    from cellbench.contract import load_checked
 
-    return load_params(args.params)
+    return load_checked(args.params)
 
 
 def available_cpus() -> int:
@@ -43,7 +43,9 @@ def _set_threads(n: int | None) -> None:
 
 # ----------------------------------------------------------------------------- stages
 def cmd_validate(args) -> None:
-    params = _params(args)
+    from cellbench.contract import load_checked
+
+    params = load_checked(args.params, timm=True)
     print(
         f"{args.params}: valid. datasets: {', '.join(params.run_datasets)}; "
         f"models: {', '.join(params.run_models)}"
@@ -51,44 +53,30 @@ def cmd_validate(args) -> None:
 
 
 def cmd_download(args) -> None:
-    from cellbench.datasets import LOCAL_MARKER, get_dataset
-    from cellbench.io import atomic_dir, write_json
+    from cellbench.datasets import get_dataset
+    from cellbench.datasets.base import download_dataset
 
     params = _params(args)
     cfg = params.dataset(args.dataset)
     out = Path(args.out or f"data/raw/{cfg.name}")
-    with atomic_dir(out) as tmp:
-        if cfg.source == "local":
-            path = Path(cfg.path).expanduser().resolve()
-            if not path.is_dir():
-                raise FileNotFoundError(
-                    f"datasets.{cfg.name}.path: {path} is not a folder. Point 'path:' in "
-                    f"{args.params} at the folder that holds the original files."
-                )
-            write_json(tmp / LOCAL_MARKER, {"path": str(path), "kind": cfg.kind})
-        else:
-            get_dataset(cfg, seed=params.seed).download(tmp)
+    download_dataset(get_dataset(cfg, seed=params.seed, source=args.params), out)
     print(f"download {cfg.name}: {out}")
 
 
 def cmd_convert(args) -> None:
-    from cellbench.datasets import ConvertedWriter, get_dataset, raw_root
-    from cellbench.io import atomic_dir
+    from cellbench.datasets import get_dataset
+    from cellbench.datasets.base import convert_dataset
 
     params = _params(args)
     cfg = params.dataset(args.dataset)
     raw = Path(args.raw or f"data/raw/{cfg.name}")
     out = Path(args.out or f"data/converted/{cfg.name}")
-    source = get_dataset(cfg, seed=params.seed)
-    with atomic_dir(out) as tmp:
-        writer = ConvertedWriter(tmp, source=cfg.kind)
-        source.convert(raw_root(raw), writer)
-        index = writer.finish()
+    index = convert_dataset(get_dataset(cfg, seed=params.seed, source=args.params), raw, out)
     print(f"convert {cfg.name}: {len(index)} images, {int(index['n_instances'].sum())} instances")
 
 
 def cmd_split(args) -> None:
-    from cellbench.datasets import read_index
+    from cellbench.datasets.base import read_index
     from cellbench.io import write_csv
     from cellbench.split import make_split
 
@@ -200,12 +188,59 @@ def cmd_list(args) -> None:
     from cellbench.models import MODEL_FAMILIES
 
     print("dataset kinds:")
-    for kind, cls in sorted(DATASET_KINDS.items()):
-        print(f"  {kind:12s} {cls.description}")
+    for kind, entry in sorted(DATASET_KINDS.items()):
+        print(f"  {kind:12s} {entry.summary}")
     print("model families:")
-    for family, cls in sorted(MODEL_FAMILIES.items()):
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"  {family:12s} {doc}")
+    for family, entry in sorted(MODEL_FAMILIES.items()):
+        print(f"  {family:12s} {entry.summary}")
+    print("`cellbench options NAME` lists the options of a family or kind.")
+
+
+def cmd_options(args) -> None:
+    import json
+
+    import yaml
+
+    from cellbench.contract import describe_registry_entry
+
+    title, cls, facts = describe_registry_entry(args.name)
+    docs = cls.describe()
+    if args.format == "yaml":
+        entry = {d.name: d.default for d in docs if not d.required}
+        print(f"# {title}: every option with its default")
+        print(yaml.safe_dump(entry, sort_keys=False, default_flow_style=None).rstrip())
+        return
+    if args.format == "json":
+        print(json.dumps([d.__dict__ for d in docs], indent=2))
+        return
+    print(title)
+    for key, value in facts.items():
+        print(f"  {key}: {value}")
+    if not docs:
+        print("  (no options)")
+        return
+    width = max(len(d.name) for d in docs)
+    for d in docs:
+        default = "(required)" if d.required else json.dumps(d.default)
+        print(f"  {d.name:<{width}}  {d.type}")
+        print(f"  {'':<{width}}  default {default}. {d.description}")
+
+
+def cmd_schema(args) -> None:
+    from cellbench.config import schema_path
+    from cellbench.contract import check_schema_file, render_schema
+    from cellbench.io import write_text
+
+    if args.write:
+        write_text(schema_path(), render_schema())
+        print(f"schema: wrote {schema_path()}")
+    elif args.check:
+        problem = check_schema_file()
+        if problem:
+            raise ValueError(problem)
+        print(f"schema: {schema_path()} matches the options classes")
+    else:
+        print(render_schema(), end="")
 
 
 # ----------------------------------------------------------------------------- parser
@@ -243,6 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("validate", cmd_validate, "check params.yaml against the schema and exit")
     add("list", cmd_list, "list the dataset kinds and model families")
+    p = add(
+        "options",
+        cmd_options,
+        "print every option of a model family or dataset kind: type, default, description",
+    )
+    p.add_argument("name", help="a model family (unet, flow, ...) or dataset kind (ctc, ...)")
+    p.add_argument(
+        "--format",
+        choices=("text", "yaml", "json"),
+        default="text",
+        help="text (default), yaml (a complete params.yaml entry), json",
+    )
+    p = add("schema", cmd_schema, "print, check or rewrite params.yaml's generated JSON schema")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--check", action="store_true", help="fail if the committed file is stale")
+    group.add_argument("--write", action="store_true", help="regenerate the committed file")
     add(
         "download",
         cmd_download,

@@ -1,10 +1,18 @@
 """Load and validate ``params.yaml`` into typed, immutable config objects.
 
-``params.yaml`` is the single configuration for Snakemake, DVC and the CLI.
-It is validated against ``workflow/schemas/params.schema.yaml`` (JSON Schema),
-both by the Snakefile at parse time and by every CLI call, so an invalid file
-stops the run before any work with a message that names the key and the
-allowed values.
+``params.yaml`` is the single configuration for Snakemake, DVC and the CLI. It is
+validated in two steps, both before any work:
+
+1. :func:`load_params` / :func:`validate_params`: the whole file against the JSON
+   schema ``schemas/params.schema.yaml``, which is *generated* from the registries'
+   options classes (:mod:`cellbench.contract`), plus the cross-references of
+   ``run:``. This module imports no registry (and so no model code).
+2. :func:`cellbench.contract.check_params`: every dataset and model entry against
+   its registry's options class (what JSON Schema cannot say, e.g. that
+   ``decoder_channels`` covers ``encoder_depth``).
+
+The top-level sections that are not entries of a registry (``split:`` of a dataset,
+``score:``, ``report:``) have their options classes here.
 """
 
 from __future__ import annotations
@@ -14,34 +22,61 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field
+
+from cellbench.errors import ConfigError
+from cellbench.options import Options
 
 __all__ = [
     "ConfigError",
     "DatasetConfig",
     "ModelConfig",
     "Params",
-    "SplitConfig",
+    "ReportOptions",
+    "ScoreOptions",
+    "SplitOptions",
     "load_params",
+    "params_from_mapping",
     "schema_path",
     "validate_params",
 ]
 
-
-class ConfigError(ValueError):
-    """params.yaml is invalid; the message names the key, the allowed values and the file."""
+IoU = Annotated[float, Field(gt=0, le=1)]
 
 
-@dataclass(frozen=True)
-class SplitConfig:
-    """How a dataset is split into train / val / test (grouped, stratified, seeded)."""
+class SplitOptions(Options):
+    """How a dataset is split into train / val / test (``datasets.<name>.split``)."""
 
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    stratify_by: str = "cell_type"
-    use_official_test: bool = True
+    val_fraction: float = Field(0.15, ge=0, le=0.9, description="share of groups for validation")
+    test_fraction: float = Field(0.2, ge=0, le=0.9, description="share of groups for test")
+    stratify_by: Literal["cell_type"] = Field(
+        "cell_type", description="column whose values every split should contain"
+    )
+    use_official_test: bool = Field(
+        True, description="the source's own test images (e.g. DSB stage-1 test) form the test split"
+    )
+
+
+class ScoreOptions(Options):
+    """How masks are scored (``score:``)."""
+
+    iou_thresholds: tuple[IoU, ...] = Field(
+        (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95),
+        min_length=1,
+        description="IoU thresholds averaged into mean AP",
+    )
+    extra_thresholds: tuple[IoU, ...] = Field(
+        (0.25, 0.75), description="further IoU thresholds reported (not averaged)"
+    )
+
+
+class ReportOptions(Options):
+    """The HTML report (``report:``)."""
+
+    title: str = Field("cellbench report", description="title of results/report.html")
 
 
 @dataclass(frozen=True)
@@ -51,11 +86,13 @@ class DatasetConfig:
     Attributes
     ----------
     name : the params.yaml key, used in every path (``data/converted/{name}``).
-    kind : the converter registry key (``synthetic``, ``dsb2018``, ``ctc``, ``folder``, ...).
+    kind : the dataset registry key (``synthetic``, ``dsb2018``, ``ctc``, ``folder``, ...).
     source : ``download`` (fetch the originals), ``local`` (read originals from ``path``),
         or ``generate`` (the offline synthetic default).
     path : folder holding the original files when ``source == "local"``.
-    options : converter-specific settings (e.g. the CTC dataset name, the synthetic size).
+    options : the kind's options as written; typed by
+        :func:`cellbench.datasets.get_dataset` with the kind's options class.
+    split : the split settings.
     """
 
     name: str
@@ -63,7 +100,7 @@ class DatasetConfig:
     source: str = "download"
     path: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
-    split: SplitConfig = field(default_factory=SplitConfig)
+    split: SplitOptions = field(default_factory=SplitOptions)
 
 
 @dataclass(frozen=True)
@@ -71,16 +108,13 @@ class ModelConfig:
     """One entry of ``models:`` in params.yaml.
 
     ``family`` is the model registry key (``classical``, ``unet``, ``flow``, ...);
-    ``options`` holds everything else of the entry (training and post-processing
-    settings), passed unchanged to the family.
+    ``options`` holds everything else of the entry as written, typed by
+    :func:`cellbench.models.get_family` with the family's options class.
     """
 
     name: str
     family: str
     options: Mapping[str, Any] = field(default_factory=dict)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.options.get(key, default)
 
 
 @dataclass(frozen=True)
@@ -92,8 +126,8 @@ class Params:
     models: Mapping[str, ModelConfig]
     run_datasets: tuple[str, ...]
     run_models: tuple[str, ...]
-    score: Mapping[str, Any]
-    report: Mapping[str, Any]
+    score: ScoreOptions
+    report: ReportOptions
     raw: Mapping[str, Any]
     path: Path | None = None
 
@@ -109,7 +143,7 @@ class Params:
 
 
 def schema_path() -> Path:
-    """Path of the JSON schema (YAML) that params.yaml must satisfy."""
+    """Path of the JSON schema (YAML) that params.yaml must satisfy (generated, committed)."""
     return Path(__file__).resolve().parent / "schemas" / "params.schema.yaml"
 
 
@@ -138,26 +172,7 @@ def validate_params(raw: Mapping[str, Any], source: str | os.PathLike = "params.
     errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.path), list(e.path)))
     if errors:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(_describe(e) for e in errors[:10]))
-    from cellbench.datasets import DATASET_KINDS
-    from cellbench.models import MODEL_FAMILIES
-
     problems = []
-    for name, entry in raw["datasets"].items():
-        if entry["kind"] not in DATASET_KINDS:
-            problems.append(
-                f"datasets.{name}.kind: '{entry['kind']}' is not a dataset kind; "
-                f"allowed: {', '.join(sorted(DATASET_KINDS))}"
-            )
-        if entry.get("source") == "local" and not entry.get("path"):
-            problems.append(
-                f"datasets.{name}: source 'local' needs 'path' (the folder of originals)"
-            )
-    for name, entry in raw["models"].items():
-        if entry["family"] not in MODEL_FAMILIES:
-            problems.append(
-                f"models.{name}.family: '{entry['family']}' is not a model family; "
-                f"allowed: {', '.join(sorted(MODEL_FAMILIES))}"
-            )
     for key, defined in (("datasets", raw["datasets"]), ("models", raw["models"])):
         for name in raw["run"][key]:
             if name not in defined:
@@ -169,26 +184,48 @@ def validate_params(raw: Mapping[str, Any], source: str | os.PathLike = "params.
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+_ENUM_NOUN = {"kind": "a dataset kind", "family": "a model family"}
+
+
+def _enum_message(instance: Any, allowed: list[Any], key: str) -> str:
+    close = difflib.get_close_matches(str(instance), [str(v) for v in allowed], n=3)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    noun = f" is not {_ENUM_NOUN[key]}" if key in _ENUM_NOUN else " is not allowed"
+    shown = ", ".join("null" if v is None else str(v) for v in allowed[:12])
+    more = f", ... ({len(allowed)} in all)" if len(allowed) > 12 else ""
+    return f"{instance!r}{noun}{hint}; allowed values: {shown}{more}"
+
+
 def _describe(error: Any) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    key = str(error.absolute_path[-1]) if error.absolute_path else ""
     msg = error.message
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
         hints = []
-        for key in extra:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        for name in extra:
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hints.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         msg = f"unknown key {', '.join(hints)}; allowed keys: {', '.join(allowed)}"
     elif error.validator == "enum":
-        msg = f"{error.instance!r} is not allowed; allowed values: {', '.join(map(str, error.validator_value))}"
+        msg = _enum_message(error.instance, list(error.validator_value), key)
+    elif error.validator == "anyOf":
+        enums = [v for sub in error.validator_value for v in sub.get("enum", [])]
+        if enums and isinstance(error.instance, str):
+            msg = _enum_message(error.instance, enums, key)
+        elif error.context:
+            best = min(error.context, key=lambda e: len(e.message))
+            msg = f"{error.instance!r}: {best.message}"
     elif error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         msg = f"{error.instance!r} is out of range ({error.validator} {error.validator_value})"
+    elif error.validator == "required":
+        msg = f"{msg} (add it to the entry)"
     return f"  - {where}: {msg}"
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
-    """Read, validate and type ``params.yaml``.
+    """Read, validate (schema + cross-references) and type ``params.yaml``.
 
     Raises
     ------
@@ -212,10 +249,13 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
 
 def params_from_mapping(raw: Mapping[str, Any], path: Path | None = None) -> Params:
     """Build typed :class:`Params` from an already validated mapping."""
+    source = str(path or "params.yaml")
     datasets = {}
     for name, entry in raw["datasets"].items():
         entry = dict(entry)
-        split = SplitConfig(**entry.pop("split", {}))
+        split = SplitOptions.from_mapping(
+            entry.pop("split", None), f"datasets.{name}.split", source
+        )
         datasets[name] = DatasetConfig(
             name=name,
             kind=entry.pop("kind"),
@@ -234,8 +274,8 @@ def params_from_mapping(raw: Mapping[str, Any], path: Path | None = None) -> Par
         models=models,
         run_datasets=tuple(raw["run"]["datasets"]),
         run_models=tuple(raw["run"]["models"]),
-        score=raw.get("score", {}),
-        report=raw.get("report", {}),
+        score=ScoreOptions.from_mapping(raw.get("score"), "score", source),
+        report=ReportOptions.from_mapping(raw.get("report"), "report", source),
         raw=raw,
         path=path,
     )

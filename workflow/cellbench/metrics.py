@@ -77,10 +77,21 @@ Edge-case conventions
   some cells are labelled): every score that punishes unlabelled cells, i.e. all
   except ``seg``, is NaN, and so are the counts they are built from.
 
-Per dataset (:func:`summarize`) two aggregates are given and labelled: the mean over
-images of each per-image score (NaN-skipping), and the *pooled* scores computed from
-counts summed over all images (pooled AJI = summed intersections / summed unions,
-pooled SEG = mean over all reference objects of the dataset, as the CTC computes it).
+Result shapes
+-------------
+* :func:`match` (and :func:`match_table`) returns a :class:`Matching`: the result at one
+  threshold (counts, ratios, matched ids and their IoU).
+* :func:`score_image` (and :func:`score_table`) returns an :class:`ImageScore`: the
+  image-level scores (``mean_ap``, ``pq``, ``sq``, ``aji``, ``pixel_iou``, ``dice``,
+  ``seg``), the raw sums that make pooling exact, and one :class:`Matching` per
+  threshold in ``matchings``, each identical to what :func:`match` returns
+  (``score.matching(0.5).ap``). ``ImageScore.row()`` flattens it into one dict
+  (``tp@0.50``, ``ap@0.50``, ..., ``mean_ap``, ...): a row of ``per_image.csv``.
+* :func:`summarize` takes a DataFrame of such rows (plus ``id`` and ``cell_type``) and
+  returns a JSON-ready dict. Two aggregates are given and labelled: the mean over
+  images of each per-image score (NaN-skipping), and the *pooled* scores computed from
+  counts summed over all images (pooled AJI = summed intersections / summed unions,
+  pooled SEG = mean over all reference objects of the dataset, as the CTC computes it).
 
 Agreement with peers (``tests/integration/test_metrics_peers.py``)
 ------------------------------------------------------------------
@@ -117,6 +128,7 @@ __all__ = [
     "ANNOTATIONS",
     "DEFAULT_EXTRA_THRESHOLDS",
     "DEFAULT_THRESHOLDS",
+    "ImageScore",
     "Matching",
     "OverlapTable",
     "aggregated_jaccard_index",
@@ -411,14 +423,26 @@ def _ratios(tp: int, fp: int, fn: int, iou_sum: float) -> dict[str, float]:
     )
 
 
-def match_table(table: OverlapTable, threshold: float = 0.5) -> Matching:
-    """:func:`match` on a precomputed :class:`OverlapTable`."""
-    threshold = _check_threshold(threshold)
-    idx = _matched_pairs(table, threshold)
+def _descending_cumsum(iou: np.ndarray) -> np.ndarray:
+    """``out[k - 1]`` = sum of the ``k`` largest values, added one by one from the largest."""
+    return np.cumsum(np.sort(iou)[::-1])
+
+
+def _matching(
+    table: OverlapTable, threshold: float, idx: np.ndarray, iou_sum: float | None = None
+) -> Matching:
+    """The :class:`Matching` made of the pairs ``idx`` (indices into the pair arrays).
+
+    ``iou_sum`` is the matched IoU summed in a fixed order, so that every code path gives
+    the same float: above 0.5 (where the matching is every pair with IoU >= t) from the
+    largest IoU down, which lets :func:`score_table` take all thresholds from one
+    cumulative sum (passed in as ``iou_sum``); at or below 0.5 in pair order.
+    """
     tp = int(idx.size)
     fp, fn = table.n_pred - tp, table.n_true - tp
     iou = table.iou[idx]
-    iou_sum = float(iou.sum())
+    if iou_sum is None:
+        iou_sum = float(_descending_cumsum(iou)[-1] if threshold > 0.5 and tp else iou.sum())
     r = _ratios(tp, fp, fn, iou_sum)
     empty = table.n_true + table.n_pred == 0
     return Matching(
@@ -440,6 +464,12 @@ def match_table(table: OverlapTable, threshold: float = 0.5) -> Matching:
         matched_pred=table.pred_ids[table.pair_pred[idx]],
         matched_iou=iou,
     )
+
+
+def match_table(table: OverlapTable, threshold: float = 0.5) -> Matching:
+    """:func:`match` on a precomputed :class:`OverlapTable`."""
+    threshold = _check_threshold(threshold)
+    return _matching(table, threshold, _matched_pairs(table, threshold))
 
 
 def match(y_true: np.ndarray, y_pred: np.ndarray, threshold: float = 0.5) -> Matching:
@@ -514,23 +544,163 @@ def _all_thresholds(thresholds: Iterable[float], extra: Iterable[float]) -> list
     return values
 
 
-def _counts_at(table: OverlapTable, thresholds: Sequence[float]) -> tuple[list[int], list[float]]:
-    """TP and matched IoU sum at each threshold (vectorised above 0.5)."""
-    iou = table.iou
-    strong = np.sort(iou[iou > 0.5])  # unique pairs; ascending
-    top_sums = np.concatenate(([0.0], np.cumsum(strong[::-1])))
-    tps: list[int] = []
-    sums: list[float] = []
+_ROW_COUNTS = ("tp", "fp", "fn", "precision", "recall", "f1", "ap", "iou_sum")
+"""Per-threshold columns of :meth:`ImageScore.row`, in order (suffixed ``@0.50`` etc.)."""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageScore:
+    """Every score of one predicted label image against its ground truth.
+
+    Returned by :func:`score_image` and :func:`score_table`. Per-threshold results are
+    :class:`Matching` objects in ``matchings`` (look one up with :meth:`matching`); the
+    scalar fields are the image-level scores. :meth:`row` flattens everything into the
+    one-row dict of ``per_image.csv``, the input of :func:`summarize`. Instances compare
+    by identity (``eq=False``: they hold arrays and NaNs); compare ``row()`` instead.
+
+    Attributes
+    ----------
+    n_true, n_pred : int
+        Number of true and predicted objects (always computed, also for partial
+        annotation).
+    annotation : {"full", "partial"}
+        How the ground truth was annotated. For ``"partial"`` every score except
+        ``seg`` / ``seg_sum`` is NaN and ``matchings`` is empty.
+    thresholds : tuple of float
+        IoU thresholds averaged into ``mean_ap``, in the order given.
+    extra_thresholds : tuple of float
+        Further thresholds reported in ``matchings`` (and :meth:`row`) but not averaged.
+    matchings : tuple of Matching
+        One per threshold of ``sorted(set(thresholds) | set(extra_thresholds))``, in that
+        order, identical to :func:`match` at that threshold; ``()`` for partial
+        annotation.
+    mean_ap : float
+        Mean over ``thresholds`` of ``Matching.ap`` (``TP / (TP + FP + FN)``).
+    pq, sq : float
+        Panoptic and segmentation quality at IoU 0.5 (``pq = sq * f1``), whether or not
+        0.5 is among the thresholds.
+    aji : float
+        Aggregated Jaccard Index, ``aji_intersection / aji_union``.
+    pixel_iou, dice : float
+        Foreground IoU and Dice, instances ignored.
+    seg : float
+        Cell Tracking Challenge SEG, ``seg_sum / n_true``; NaN when ``n_true == 0``.
+    aji_intersection, aji_union : int (NaN for partial annotation)
+        Summed intersections and unions of the AJI pairing.
+    fg_true, fg_pred, fg_intersection : int (NaN for partial annotation)
+        Foreground pixel counts of ``y_true``, ``y_pred`` and of both.
+    seg_sum : float
+        Sum over reference objects of their SEG Jaccard (0 when unmatched).
+
+    Notes
+    -----
+    The raw sums make dataset-level pooling exact (:func:`summarize`). Both images empty
+    gives 1.0 for every ratio and NaN for ``seg``; any other 0/0 is 0. All conventions
+    are in the module docstring.
+    """
+
+    n_true: int
+    n_pred: int
+    annotation: str
+    thresholds: tuple[float, ...]
+    extra_thresholds: tuple[float, ...]
+    matchings: tuple[Matching, ...] = field(repr=False)
+    mean_ap: float
+    pq: float
+    sq: float
+    aji: float
+    pixel_iou: float
+    dice: float
+    seg: float
+    aji_intersection: int | float
+    aji_union: int | float
+    fg_true: int | float
+    fg_pred: int | float
+    fg_intersection: int | float
+    seg_sum: float
+
+    def matching(self, threshold: float) -> Matching:
+        """The :class:`Matching` at ``threshold`` (compared at 2 decimals: 0.5 == 0.50).
+
+        Raises
+        ------
+        ValueError
+            When ``threshold`` is not one of the scored thresholds, or the annotation is
+            partial (no matching is computed then).
+        """
+        tag = threshold_tag(float(threshold))
+        for m in self.matchings:
+            if threshold_tag(m.threshold) == tag:
+                return m
+        if self.annotation == "partial":
+            raise ValueError(
+                f"no matching at IoU {tag}: the ground truth is partially annotated, so "
+                "only seg is scored (matchings is empty)"
+            )
+        available = ", ".join(threshold_tag(m.threshold) for m in self.matchings)
+        raise ValueError(
+            f"no matching at IoU {tag}; scored thresholds: {available}. Pass it in "
+            "thresholds or extra_thresholds to score_image."
+        )
+
+    def row(self) -> dict[str, float | int]:
+        """The flat per-image row (one ``per_image.csv`` row, the input of :func:`summarize`).
+
+        Keys, in order: ``n_true``, ``n_pred``; for every threshold tag (``"0.50"`` etc.)
+        of ``sorted(set(thresholds) | set(extra_thresholds))``: ``tp@``, ``fp@``,
+        ``fn@``, ``precision@``, ``recall@``, ``f1@``, ``ap@``, ``iou_sum@``; then
+        ``mean_ap``, ``pq``, ``sq``, ``aji``, ``pixel_iou``, ``dice``, ``seg``,
+        ``aji_intersection``, ``aji_union``, ``fg_true``, ``fg_pred``,
+        ``fg_intersection``, ``seg_sum``. Partial annotation: all NaN except ``n_true``,
+        ``n_pred``, ``seg`` and ``seg_sum``.
+        """
+        row: dict[str, float | int] = {"n_true": self.n_true, "n_pred": self.n_pred}
+        if self.annotation == "partial":
+            nan = math.nan
+            for t in _all_thresholds(self.thresholds, self.extra_thresholds):
+                tag = threshold_tag(t)
+                for name in _ROW_COUNTS:
+                    row[f"{name}@{tag}"] = nan
+        else:
+            for m in self.matchings:
+                tag = threshold_tag(m.threshold)
+                row[f"tp@{tag}"], row[f"fp@{tag}"], row[f"fn@{tag}"] = m.tp, m.fp, m.fn
+                row[f"precision@{tag}"], row[f"recall@{tag}"] = m.precision, m.recall
+                row[f"f1@{tag}"], row[f"ap@{tag}"] = m.f1, m.ap
+                row[f"iou_sum@{tag}"] = m.iou_sum
+        row.update(
+            mean_ap=self.mean_ap,
+            pq=self.pq,
+            sq=self.sq,
+            aji=self.aji,
+            pixel_iou=self.pixel_iou,
+            dice=self.dice,
+            seg=self.seg,
+            aji_intersection=self.aji_intersection,
+            aji_union=self.aji_union,
+            fg_true=self.fg_true,
+            fg_pred=self.fg_pred,
+            fg_intersection=self.fg_intersection,
+            seg_sum=self.seg_sum,
+        )
+        return row
+
+
+def _matchings(table: OverlapTable, thresholds: Sequence[float]) -> tuple[Matching, ...]:
+    """:func:`match_table` at each (checked) threshold, sharing the work above 0.5."""
+    # Above 0.5 the matching is the pairs with IoU >= t (see _matched_pairs): filter the
+    # pairs above 0.5 once, then each threshold scans only those, in the same order.
+    strong = np.flatnonzero(table.iou > 0.5)
+    strong_iou = table.iou[strong]
+    top_sums = np.concatenate(([0.0], _descending_cumsum(strong_iou)))
+    out = []
     for t in thresholds:
         if t > 0.5:
-            tp = int(strong.size - np.searchsorted(strong, t, side="left"))
-            tps.append(tp)
-            sums.append(float(top_sums[tp]))
+            idx = strong[strong_iou >= t]
+            out.append(_matching(table, t, idx, float(top_sums[idx.size])))
         else:
-            idx = _matched_pairs(table, t)
-            tps.append(int(idx.size))
-            sums.append(float(iou[idx].sum()))
-    return tps, sums
+            out.append(_matching(table, t, _matched_pairs(table, t)))
+    return tuple(out)
 
 
 def score_table(
@@ -538,63 +708,73 @@ def score_table(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     extra_thresholds: Sequence[float] = DEFAULT_EXTRA_THRESHOLDS,
     annotation: str = "full",
-) -> dict[str, float | int]:
+) -> ImageScore:
     """:func:`score_image` on a precomputed :class:`OverlapTable`."""
     if annotation not in ANNOTATIONS:
         raise ValueError(
             f"annotation must be one of {ANNOTATIONS}, got {annotation!r} (images without "
             "ground truth, annotation='none', cannot be scored)"
         )
-    thresholds = [_check_threshold(t) for t in thresholds]
+    thresholds = tuple(_check_threshold(t) for t in thresholds)
     if not thresholds:
         raise ValueError("at least one IoU threshold is needed for mean_ap")
-    every = _all_thresholds(thresholds, extra_thresholds)
+    extra = tuple(_check_threshold(t) for t in extra_thresholds)
+    every = _all_thresholds(thresholds, extra)
     n_true, n_pred = table.n_true, table.n_pred
-    row: dict[str, float | int] = {"n_true": n_true, "n_pred": n_pred}
     seg_sum = _seg_sum(table)
     seg = seg_sum / n_true if n_true else math.nan
-    nan = math.nan
     if annotation == "partial":
-        for t in every:
-            tag = threshold_tag(t)
-            for name in ("tp", "fp", "fn", "precision", "recall", "f1", "ap", "iou_sum"):
-                row[f"{name}@{tag}"] = nan
-        row.update(mean_ap=nan, pq=nan, sq=nan, aji=nan, pixel_iou=nan, dice=nan, seg=seg)
-        row.update(aji_intersection=nan, aji_union=nan, fg_true=nan, fg_pred=nan)
-        row.update(fg_intersection=nan, seg_sum=seg_sum)
-        return row
+        nan = math.nan
+        return ImageScore(
+            n_true=n_true,
+            n_pred=n_pred,
+            annotation=annotation,
+            thresholds=thresholds,
+            extra_thresholds=extra,
+            matchings=(),
+            mean_ap=nan,
+            pq=nan,
+            sq=nan,
+            aji=nan,
+            pixel_iou=nan,
+            dice=nan,
+            seg=seg,
+            aji_intersection=nan,
+            aji_union=nan,
+            fg_true=nan,
+            fg_pred=nan,
+            fg_intersection=nan,
+            seg_sum=seg_sum,
+        )
 
-    tps, sums = _counts_at(table, every)
-    aps = {}
-    at_half: dict[str, float] = {}
-    for t, tp, iou_sum in zip(every, tps, sums, strict=True):
-        tag = threshold_tag(t)
-        fp, fn = n_pred - tp, n_true - tp
-        r = _ratios(tp, fp, fn, iou_sum)
-        row[f"tp@{tag}"], row[f"fp@{tag}"], row[f"fn@{tag}"] = tp, fp, fn
-        for name in ("precision", "recall", "f1", "ap"):
-            row[f"{name}@{tag}"] = r[name]
-        row[f"iou_sum@{tag}"] = iou_sum
-        aps[t] = r["ap"]
-        if t == 0.5:
-            at_half = r
-    if not at_half:
-        tp, iou_sum = (v[0] for v in _counts_at(table, [0.5]))
-        at_half = _ratios(tp, n_pred - tp, n_true - tp, iou_sum)
+    matchings = _matchings(table, every)
+    by_threshold = dict(zip(every, matchings, strict=True))
+    half = by_threshold.get(0.5) or match_table(table, 0.5)
     aji_inter, aji_union = _aji_counts(table)
     fg_true, fg_pred = int(table.true_area.sum()), int(table.pred_area.sum())
     fg_inter = int(table.intersection.sum())
     empty = fg_true + fg_pred == 0
-    row["mean_ap"] = float(np.mean([aps[t] for t in thresholds]))
-    row["pq"] = at_half["pq"]
-    row["sq"] = at_half["sq"]
-    row["aji"] = 1.0 if empty else aji_inter / aji_union
-    row["pixel_iou"] = 1.0 if empty else fg_inter / (fg_true + fg_pred - fg_inter)
-    row["dice"] = 1.0 if empty else 2 * fg_inter / (fg_true + fg_pred)
-    row["seg"] = seg
-    row.update(aji_intersection=aji_inter, aji_union=aji_union, fg_true=fg_true)
-    row.update(fg_pred=fg_pred, fg_intersection=fg_inter, seg_sum=seg_sum)
-    return row
+    return ImageScore(
+        n_true=n_true,
+        n_pred=n_pred,
+        annotation=annotation,
+        thresholds=thresholds,
+        extra_thresholds=extra,
+        matchings=matchings,
+        mean_ap=float(np.mean([by_threshold[t].ap for t in thresholds])),
+        pq=half.pq,
+        sq=half.mean_matched_iou,
+        aji=1.0 if empty else aji_inter / aji_union,
+        pixel_iou=1.0 if empty else fg_inter / (fg_true + fg_pred - fg_inter),
+        dice=1.0 if empty else 2 * fg_inter / (fg_true + fg_pred),
+        seg=seg,
+        aji_intersection=aji_inter,
+        aji_union=aji_union,
+        fg_true=fg_true,
+        fg_pred=fg_pred,
+        fg_intersection=fg_inter,
+        seg_sum=seg_sum,
+    )
 
 
 def score_image(
@@ -603,7 +783,7 @@ def score_image(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     extra_thresholds: Sequence[float] = DEFAULT_EXTRA_THRESHOLDS,
     annotation: str = "full",
-) -> dict[str, float | int]:
+) -> ImageScore:
     """Score one predicted label image against its ground truth.
 
     Parameters
@@ -613,21 +793,19 @@ def score_image(
     thresholds : sequence of float in (0, 1]
         IoU thresholds averaged into ``mean_ap`` (default 0.50:0.05:0.95).
     extra_thresholds : sequence of float in (0, 1]
-        Further thresholds reported per threshold but not averaged (default 0.25, 0.75).
+        Further thresholds matched but not averaged (default 0.25, 0.75).
     annotation : {"full", "partial"}
         ``"partial"`` for sparse ground truth: only ``seg``, ``seg_sum``, ``n_true`` and
-        ``n_pred`` are computed, everything else is NaN.
+        ``n_pred`` are computed, everything else is NaN and ``matchings`` is empty.
 
     Returns
     -------
-    dict
-        One flat row: ``n_true``, ``n_pred``; for every threshold tag ``"0.50"`` etc. of
-        ``sorted(set(thresholds) | set(extra_thresholds))``: ``tp@``, ``fp@``, ``fn@``,
-        ``precision@``, ``recall@``, ``f1@``, ``ap@`` and ``iou_sum@`` (sum of matched
-        IoU); ``mean_ap`` (over ``thresholds`` only), ``pq``, ``sq``, ``aji``,
-        ``pixel_iou``, ``dice``, ``seg``; and the raw sums that make pooling exact:
-        ``aji_intersection``, ``aji_union``, ``fg_true``, ``fg_pred``,
-        ``fg_intersection``, ``seg_sum``.
+    ImageScore
+        ``mean_ap`` (over ``thresholds`` only), ``pq``, ``sq``, ``aji``, ``pixel_iou``,
+        ``dice``, ``seg`` and the raw sums that make pooling exact; one
+        :class:`Matching` per threshold of ``sorted(set(thresholds) |
+        set(extra_thresholds))`` (``.matching(0.5).ap``); ``.row()`` is the flat dict
+        of ``per_image.csv``.
     """
     return score_table(overlap_table(y_true, y_pred), thresholds, extra_thresholds, annotation)
 
@@ -701,12 +879,12 @@ def summarize(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     group_by: str | None = "cell_type",
 ) -> dict[str, Any]:
-    """Aggregate :func:`score_image` rows over a dataset.
+    """Aggregate per-image rows over a dataset.
 
     Parameters
     ----------
     per_image : DataFrame
-        One row per image: the :func:`score_image` columns plus ``id`` and optionally
+        One row per image: the :meth:`ImageScore.row` columns plus ``id`` and optionally
         ``cell_type`` (or whatever ``group_by`` names).
     thresholds : sequence of float
         Thresholds whose pooled ``ap`` is averaged into the pooled ``mean_ap``.

@@ -1,22 +1,24 @@
 """The score stage: post-processed masks vs ground truth for every test image of a dataset.
 
 Writes ``per_image.csv`` (one row per test image: id, cell_type, annotation and every
-:func:`cellbench.metrics.score_image` column) and ``summary.json`` (the
+column of :meth:`cellbench.metrics.ImageScore.row`, from
+:func:`cellbench.metrics.score_image`) and ``summary.json`` (the
 :func:`cellbench.metrics.summarize` aggregates, a DVC metrics file) into
 ``results/scores/{dataset}/{model}/``, atomically.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from cellbench.config import ScoreOptions
 from cellbench.datasets.base import read_index
 from cellbench.io import CellbenchIOError, atomic_dir, read_labels, write_csv, write_json
-from cellbench.metrics import DEFAULT_EXTRA_THRESHOLDS, DEFAULT_THRESHOLDS, score_image, summarize
+from cellbench.metrics import score_image, summarize
 
 __all__ = ["score_dir"]
 
@@ -29,16 +31,16 @@ def score_dir(
     *,
     dataset: str,
     model: str,
-    settings: Mapping[str, Any] | None = None,
+    settings: ScoreOptions,
 ) -> dict[str, Any]:
     """Score every test image; returns the summary written to ``summary.json``.
 
-    ``settings`` is params.yaml's ``score:`` section: ``iou_thresholds`` (averaged
+    ``settings`` is params.yaml's ``score:`` section (:class:`cellbench.config.ScoreOptions`):
+    ``iou_thresholds`` (averaged
     into mean AP) and ``extra_thresholds`` (reported too).
     """
-    settings = settings or {}
-    thresholds: Sequence[float] = settings.get("iou_thresholds", DEFAULT_THRESHOLDS)
-    extra: Sequence[float] = settings.get("extra_thresholds", DEFAULT_EXTRA_THRESHOLDS)
+    thresholds: Sequence[float] = settings.iou_thresholds
+    extra: Sequence[float] = settings.extra_thresholds
     index = read_index(converted).set_index("id")
     split = pd.read_csv(split_csv, dtype={"id": str}, keep_default_na=False)
     test_ids = list(split.loc[split["split"] == "test", "id"])
@@ -65,7 +67,7 @@ def score_dir(
             "cell_type": index.at[image_id, "cell_type"],
             "annotation": annotation,
         }
-        row.update(score_image(truth, pred, thresholds, extra, annotation=annotation))
+        row.update(score_image(truth, pred, thresholds, extra, annotation=annotation).row())
         rows.append(row)
     per_image = pd.DataFrame(rows)
     summary = {"dataset": dataset, "model": model, **summarize(per_image, thresholds)}

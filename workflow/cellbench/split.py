@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cellbench.config import SplitConfig
+from cellbench.config import SplitOptions
 
 __all__ = ["SPLITS", "make_split"]
 
@@ -50,7 +50,7 @@ def _deal(groups: pd.DataFrame, rng: np.random.Generator, fractions: dict[str, f
     return assignment
 
 
-def make_split(index: pd.DataFrame, cfg: SplitConfig, seed: int) -> pd.DataFrame:
+def make_split(index: pd.DataFrame, cfg: SplitOptions, seed: int) -> pd.DataFrame:
     """Split a converted dataset's index.
 
     Parameters

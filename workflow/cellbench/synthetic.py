@@ -20,39 +20,18 @@ entry point.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import polygon as draw_polygon
 
-__all__ = ["LOOKS", "SyntheticSpec", "generate_image", "random_cell_labels"]
+from cellbench.datasets.options import SyntheticOptions
+
+__all__ = ["LOOKS", "generate_image", "random_cell_labels"]
 
 LOOKS = ("fluorescent", "phase")
 
 #: cell_type recorded in index.csv for each look
 CELL_TYPES = {"fluorescent": "fluorescent_nuclei", "phase": "phase_cells"}
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """Size and difficulty of one synthetic image.
-
-    Attributes
-    ----------
-    height, width : image size in pixels.
-    n_cells : (min, max) number of cells attempted per image.
-    radius : (min, max) mean cell radius in pixels.
-    cluster_fraction : share of cells placed next to an existing cell (touching clusters).
-    noise : overall noise level, 1.0 = default difficulty.
-    """
-
-    height: int = 256
-    width: int = 256
-    n_cells: tuple[int, int] = (15, 40)
-    radius: tuple[float, float] = (7.0, 16.0)
-    cluster_fraction: float = 0.5
-    noise: float = 1.0
 
 
 def _cell_polygon(
@@ -73,7 +52,7 @@ def _cell_polygon(
     return rows, cols
 
 
-def random_cell_labels(rng: np.random.Generator, spec: SyntheticSpec) -> np.ndarray:
+def random_cell_labels(rng: np.random.Generator, spec: SyntheticOptions) -> np.ndarray:
     """Draw an instance label image of touching and clustered irregular cells.
 
     Returns
@@ -179,7 +158,7 @@ def _render_phase(rng: np.random.Generator, labels: np.ndarray, noise: float) ->
 
 
 def generate_image(
-    seed: int | np.random.SeedSequence, look: str, spec: SyntheticSpec = SyntheticSpec()
+    seed: int | np.random.SeedSequence, look: str, spec: SyntheticOptions | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate one synthetic image and its exact labels.
 
@@ -187,7 +166,7 @@ def generate_image(
     ----------
     seed : seed (or SeedSequence) of this image; same seed, same output.
     look : ``"fluorescent"`` or ``"phase"``.
-    spec : size and difficulty.
+    spec : size and difficulty (the ``synthetic`` dataset options; None = their defaults).
 
     Returns
     -------
@@ -198,6 +177,7 @@ def generate_image(
     """
     if look not in LOOKS:
         raise ValueError(f"unknown synthetic look {look!r}; valid looks: {', '.join(LOOKS)}")
+    spec = spec if spec is not None else SyntheticOptions()
     rng = np.random.default_rng(seed)
     labels = random_cell_labels(rng, spec)
     render = _render_fluorescent if look == "fluorescent" else _render_phase

@@ -1,15 +1,18 @@
-"""Generic training and threshold tuning for every model family.
+"""Generic training and threshold tuning for every model family (the train stage).
 
-``train_model`` reads the train / val images of one dataset, trains the family's
-network (if it has one), tunes the family's post-processing thresholds on the
-validation split by mean AP (by CTC SEG where that ground truth is partial), and
-writes a self-describing model folder (DESIGN.md section 1, StarDist-style)::
+:func:`train_model` runs the parts, each with one job:
 
-    results/models/{dataset}/{model}/
-      weights.pt        network state_dict (trainable families only)
-      config.json       family, options, input channels, seed, data, timing, versions
-      thresholds.json   the tuned post-processing settings and the whole tuning grid
-      history.csv       epoch, train_loss, val_loss, lr, seconds
+1. :func:`load_training_data`: the train / val images of one dataset, normalised;
+2. :func:`fit_network`: the training loop with early stopping (families with a network);
+3. :func:`tune_on_validation`: the post-processing thresholds with the best mean AP
+   on the validation split (CTC SEG where that ground truth is partial);
+4. :func:`model_record`: the ``config.json`` content, with the fully resolved options;
+5. :func:`cellbench.modelfolder.write_model_folder`: the self-describing model folder
+   (DESIGN.md section 1, StarDist-style).
+
+Every training setting is an option of the family (:class:`cellbench.models.options.
+TrainingOptions`): ``epochs``, ``batch_size``, ``patch_size``, ``samples_per_epoch``,
+``learning_rate``, ``weight_decay``, ``val_every``, ``patience``.
 
 Augmentation: random crops and the 8 flips / 90-degree rotations (done here, so
 vector-field targets such as flows can be rotated with the image), then
@@ -25,7 +28,7 @@ import copy
 import math
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,40 +37,25 @@ import numpy as np
 import pandas as pd
 
 from cellbench.config import ModelConfig
-from cellbench.io import atomic_dir, read_image, read_labels, write_csv, write_json
-from cellbench.models import ModelFamily, get_family
+from cellbench.device import resolve_device
+from cellbench.inference import pad_to_multiple, predict_maps
+from cellbench.io import read_image, read_labels
+from cellbench.modelfolder import params_hash, write_model_folder
+from cellbench.models import get_family
+from cellbench.models.base import ModelFamily
+from cellbench.models.options import TrainingOptions
 from cellbench.transforms import to_model_input
 
 __all__ = [
-    "TrainSettings",
+    "fit_network",
     "load_split",
+    "load_training_data",
+    "model_record",
     "random_dihedral",
     "train_model",
+    "tune_on_validation",
     "tune_thresholds",
 ]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Training settings read from a model's params.yaml entry (defaults in brackets).
-
-    epochs [30], batch_size [8], patch_size [128], samples_per_epoch [256],
-    learning_rate [2e-3], weight_decay [1e-4], val_every [1], patience [0 = off].
-    """
-
-    epochs: int = 30
-    batch_size: int = 8
-    patch_size: int = 128
-    samples_per_epoch: int = 256
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    val_every: int = 1
-    patience: int = 0
-
-    @classmethod
-    def from_model(cls, cfg: ModelConfig) -> TrainSettings:
-        fields = cls.__dataclass_fields__
-        return cls(**{k: type(getattr(cls, k))(cfg.options[k]) for k in fields if k in cfg.options})
 
 
 @dataclass
@@ -171,7 +159,7 @@ def _intensity_augmenter(seed: int) -> Callable[[np.ndarray], np.ndarray]:
 def _batches(
     samples: list[Sample],
     family: ModelFamily,
-    settings: TrainSettings,
+    settings: TrainingOptions,
     rng: np.random.Generator,
     augment: Callable[[np.ndarray], np.ndarray],
 ):
@@ -192,8 +180,6 @@ def _batches(
 
 def _validation_loss(net, family: ModelFamily, samples: list[Sample], device) -> float:
     import torch
-
-    from cellbench.predict import pad_to_multiple
 
     if not samples:
         return float("nan")
@@ -228,7 +214,7 @@ def tune_thresholds(
     Returns
     -------
     dict
-        ``selected`` (the chosen setting), ``metric``, ``val_score``, ``n_val_images``
+        ``selected`` (the chosen setting, as plain data), ``metric``, ``val_score``, ``n_val_images``
         and ``grid`` (every candidate with its score). With no validation images
         the family's default (first) candidate is selected.
     """
@@ -245,12 +231,12 @@ def tune_thresholds(
             score_image(y, family.postprocess(m, cand), extra_thresholds=(), annotation=annotation)
             for m, y in zip(maps, labels, strict=True)
         )
-        scores = [row[metric] for row in scored]
-        rows.append({**cand, column: float(np.mean(scores)) if scores else float("nan")})
+        scores = [getattr(score, metric) for score in scored]
+        rows.append({**cand.resolved(), column: float(np.mean(scores)) if scores else float("nan")})
     scores = np.array([r[column] for r in rows], dtype=float)
     best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
     return {
-        "selected": candidates[best],
+        "selected": candidates[best].resolved(),
         "metric": metric,
         "val_score": rows[best][column],
         "n_val_images": len(maps),
@@ -268,13 +254,165 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def resolve_device(device: str = "auto"):
-    """``auto`` -> CUDA when available, else CPU; otherwise the named torch device."""
-    import torch
+def load_training_data(
+    family: ModelFamily, converted: Path, split_csv: Path
+) -> tuple[list[Sample], list[Sample]]:
+    """The train and val samples of a converted dataset (targets made for networks).
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    Raises
+    ------
+    ValueError
+        When a family with a network gets no annotated training image.
+    """
+    split = pd.read_csv(split_csv, dtype={"id": str}, keep_default_na=False)
+    train = load_split(converted, split, "train", family.in_channels)
+    val = load_split(converted, split, "val", family.in_channels)
+    if family.trainable and not train:
+        raise ValueError(
+            f"{split_csv}: no annotated training images; check the split fractions in params.yaml"
+        )
+    return train, val
+
+
+def fit_network(
+    family: ModelFamily,
+    train: list[Sample],
+    val: list[Sample],
+    *,
+    seed: int,
+    device,
+    progress: bool = True,
+    label: str = "",
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Train the family's network; return it (best epoch's weights) and the history rows.
+
+    One seed drives the initialisation, the crops, the augmentation and the batch
+    order. The kept weights are those of the epoch with the lowest validation loss
+    (training loss when there is no validation image). ``history`` rows have the
+    :data:`cellbench.modelfolder.HISTORY_COLUMNS`.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    settings: TrainingOptions = family.options
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7EA1]))
+    for s in train + val:
+        s.target = family.make_target(s.labels)
+    net = family.build_network().to(device)
+    opt = torch.optim.AdamW(
+        net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    steps = max(1, settings.samples_per_epoch // settings.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=settings.learning_rate, total_steps=settings.epochs * steps, pct_start=0.15
+    )
+    augment = _intensity_augmenter(seed)
+    history: list[dict[str, Any]] = []
+    best_loss, best_state, stale = math.inf, None, 0
+    bar = tqdm(
+        total=settings.epochs * steps,
+        desc=f"train {label}",
+        disable=not progress,
+        mininterval=2.0,
+        unit="batch",
+    )
+    for epoch in range(1, settings.epochs + 1):
+        net.train()
+        t0, losses = time.time(), []
+        for xb, yb in _batches(train, family, settings, rng, augment):
+            loss = family.loss(
+                net(torch.from_numpy(xb).to(device)), torch.from_numpy(yb).to(device)
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
+        val_loss = float("nan")
+        if val and (epoch % settings.val_every == 0 or epoch == settings.epochs):
+            val_loss = _validation_loss(net, family, val, device)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "val_loss": val_loss,
+                "lr": float(sched.get_last_lr()[0]),
+                "seconds": round(time.time() - t0, 3),
+            }
+        )
+        monitored = val_loss if not math.isnan(val_loss) else history[-1]["train_loss"]
+        if monitored < best_loss:
+            best_loss, best_state, stale = monitored, copy.deepcopy(net.state_dict()), 0
+        else:
+            stale += 1
+            if settings.patience and stale >= settings.patience:
+                break
+    bar.close()
+    net.load_state_dict(best_state)
+    return net, history
+
+
+def tune_on_validation(family: ModelFamily, net, val: list[Sample], device) -> dict[str, Any]:
+    """Predict the val images and tune the thresholds (SEG when all val truth is partial)."""
+    val_maps = [predict_maps(family, net, s.image, device) for s in val]
+    # AP is undefined on sparse ground truth: val images that are all partial tune by SEG
+    metric = "seg" if val and all(s.annotation == "partial" for s in val) else "mean_ap"
+    return tune_thresholds(family, val_maps, [s.labels for s in val], metric=metric)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    train_seconds: float
+    tune_seconds: float
+
+
+def model_record(
+    family: ModelFamily,
+    params_section: Mapping[str, Any],
+    *,
+    dataset: str,
+    seed: int,
+    train: list[Sample],
+    val: list[Sample],
+    history: list[dict[str, Any]],
+    device,
+    timing: _Timing,
+) -> dict[str, Any]:
+    """The ``config.json`` of a model folder.
+
+    ``options`` holds every option of the family with its value (defaults filled
+    in), so the folder means the same whatever the code's defaults when it is
+    loaded; ``params_sha256`` is :func:`cellbench.modelfolder.params_hash` of
+    ``params_section`` (the seed and the model's params.yaml entry as written).
+    """
+    from cellbench import __version__
+
+    monitored = [
+        h["val_loss"] if not math.isnan(h["val_loss"]) else h["train_loss"] for h in history
+    ]
+    return {
+        "model": family.name,
+        "family": family.family,
+        "options": family.options.resolved(),
+        "cellbench_version": __version__,
+        "params_sha256": params_hash(params_section),
+        "dataset": dataset,
+        "in_channels": family.in_channels,
+        "map_names": list(family.map_names),
+        "seed": seed,
+        "trainable": family.trainable,
+        "n_train_images": len(train),
+        "n_val_images": len(val),
+        "epochs_run": len(history),
+        "best_monitored_loss": min(monitored) if monitored else None,
+        "device": str(device),
+        "train_seconds": round(timing.train_seconds, 2),
+        "tune_seconds": round(timing.tune_seconds, 2),
+        "versions": _versions(),
+    }
 
 
 def train_model(
@@ -295,122 +433,33 @@ def train_model(
     dict
         The ``config.json`` content.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from cellbench.predict import predict_maps
-
     family = get_family(cfg)
-    split = pd.read_csv(split_csv, dtype={"id": str}, keep_default_na=False)
-    train = load_split(converted, split, "train", family.in_channels)
-    val = load_split(converted, split, "val", family.in_channels)
-    if family.trainable and not train:
-        raise ValueError(
-            f"{split_csv}: no annotated training images for dataset '{dataset}'; "
-            "check the split fractions in params.yaml"
-        )
-    settings = TrainSettings.from_model(cfg)
+    train, val = load_training_data(family, converted, split_csv)
     dev = resolve_device(device)
     started = time.time()
-    history: list[dict[str, Any]] = []
-    net = None
+    net, history = None, []
     if family.trainable:
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7EA1]))
-        for s in train + val:
-            s.target = family.make_target(s.labels)
-        net = family.build_network().to(dev)
-        opt = torch.optim.AdamW(
-            net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        net, history = fit_network(
+            family,
+            train,
+            val,
+            seed=seed,
+            device=dev,
+            progress=progress,
+            label=f"{dataset}/{cfg.name}",
         )
-        steps = max(1, settings.samples_per_epoch // settings.batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=settings.learning_rate, total_steps=settings.epochs * steps, pct_start=0.15
-        )
-        augment = _intensity_augmenter(seed)
-        best_loss, best_state, stale = math.inf, None, 0
-        bar = tqdm(
-            total=settings.epochs * steps,
-            desc=f"train {dataset}/{cfg.name}",
-            disable=not progress,
-            mininterval=2.0,
-            unit="batch",
-        )
-        for epoch in range(1, settings.epochs + 1):
-            net.train()
-            t0, losses = time.time(), []
-            for xb, yb in _batches(train, family, settings, rng, augment):
-                loss = family.loss(net(torch.from_numpy(xb).to(dev)), torch.from_numpy(yb).to(dev))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
-            val_loss = float("nan")
-            if val and (epoch % settings.val_every == 0 or epoch == settings.epochs):
-                val_loss = _validation_loss(net, family, val, dev)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": float(np.mean(losses)),
-                    "val_loss": val_loss,
-                    "lr": float(sched.get_last_lr()[0]),
-                    "seconds": round(time.time() - t0, 3),
-                }
-            )
-            monitored = val_loss if not math.isnan(val_loss) else history[-1]["train_loss"]
-            if monitored < best_loss:
-                best_loss, best_state, stale = monitored, copy.deepcopy(net.state_dict()), 0
-            else:
-                stale += 1
-                if settings.patience and stale >= settings.patience:
-                    break
-        bar.close()
-        net.load_state_dict(best_state)
-    train_seconds = time.time() - started
-
-    val_maps = [predict_maps(family, net, s.image, dev) for s in val]
-    # AP is undefined on sparse ground truth: val images that are all partial tune by SEG
-    metric = "seg" if val and all(s.annotation == "partial" for s in val) else "mean_ap"
-    tuned = tune_thresholds(family, val_maps, [s.labels for s in val], metric=metric)
-    config = {
-        "model": cfg.name,
-        "family": cfg.family,
-        "options": dict(cfg.options),
-        "dataset": dataset,
-        "in_channels": family.in_channels,
-        "map_names": list(family.map_names),
-        "seed": seed,
-        "trainable": family.trainable,
-        "n_train_images": len(train),
-        "n_val_images": len(val),
-        "epochs_run": len(history),
-        "best_monitored_loss": None
-        if not history
-        else min(
-            (h["val_loss"] if not math.isnan(h["val_loss"]) else h["train_loss"]) for h in history
-        ),
-        "device": str(dev),
-        "train_seconds": round(train_seconds, 2),
-        "tune_seconds": round(time.time() - started - train_seconds, 2),
-        "versions": _versions(),
-    }
-    with atomic_dir(out_dir) as tmp:
-        if net is not None:
-            torch.save(
-                {
-                    "state_dict": net.state_dict(),
-                    "family": cfg.family,
-                    "options": dict(cfg.options),
-                },
-                tmp / "weights.pt",
-            )
-        write_json(tmp / "config.json", config)
-        write_json(tmp / "thresholds.json", tuned)
-        write_csv(
-            tmp / "history.csv",
-            pd.DataFrame(history, columns=["epoch", "train_loss", "val_loss", "lr", "seconds"]),
-        )
+    trained = time.time()
+    tuned = tune_on_validation(family, net, val, dev)
+    config = model_record(
+        family,
+        {"seed": seed, "model": {"family": cfg.family, **cfg.options}},
+        dataset=dataset,
+        seed=seed,
+        train=train,
+        val=val,
+        history=history,
+        device=dev,
+        timing=_Timing(trained - started, time.time() - trained),
+    )
+    write_model_folder(out_dir, config=config, tuned=tuned, history=history, net=net)
     return config

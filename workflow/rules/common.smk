@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 from cellbench.config import params_from_mapping, validate_params
+from cellbench.contract import check_params
 
 # The file every `cellbench` call reads: the last --configfile given, else params.yaml.
 PARAMS_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
@@ -18,6 +19,7 @@ if config != yaml.safe_load(Path(PARAMS_FILE).read_text()):
         "file, so put the change in a copy of params.yaml and pass it with --configfile."
     )
 PARAMS = params_from_mapping(config, Path(PARAMS_FILE))
+check_params(PARAMS)  # every entry against its registry's options class (no torch imported)
 DATASETS = list(PARAMS.run_datasets)
 MODELS = list(PARAMS.run_models)
 

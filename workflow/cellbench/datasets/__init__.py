@@ -1,35 +1,9 @@
-"""Dataset sources (registry). Importing this package registers every source."""
+"""Dataset sources (registry). Importing this package is light: the registry only.
 
-from cellbench.datasets import (  # noqa: F401  (registration side effect)
-    bbbc,
-    ctc,
-    dsb2018,
-    folder,
-    livecell,
-    monuseg,
-    sartorius,
-    synthetic,
-)
-from cellbench.datasets.base import (
-    DATASET_KINDS,
-    INDEX_COLUMNS,
-    LOCAL_MARKER,
-    ConvertedWriter,
-    DatasetSource,
-    get_dataset,
-    raw_root,
-    read_index,
-    register_dataset,
-)
+The implementations (download + convert) are imported when a source is
+instantiated; the common-format writer is in :mod:`cellbench.datasets.base`.
+"""
 
-__all__ = [
-    "DATASET_KINDS",
-    "INDEX_COLUMNS",
-    "LOCAL_MARKER",
-    "ConvertedWriter",
-    "DatasetSource",
-    "get_dataset",
-    "raw_root",
-    "read_index",
-    "register_dataset",
-]
+from cellbench.datasets.registry import DATASET_KINDS, KindEntry, get_dataset, kind_entry
+
+__all__ = ["DATASET_KINDS", "KindEntry", "get_dataset", "kind_entry"]

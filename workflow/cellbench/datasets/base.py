@@ -9,8 +9,8 @@ its original files (``download``) and how to turn them into the common format
       labels/{id}.tif     (H, W) instance labels, 0 = background, 1..N, no overlaps
       index.csv           one row per image, columns INDEX_COLUMNS
 
-Sources register themselves with :func:`register_dataset`; look them up with
-:func:`get_dataset`, whose error names every valid kind.
+Sources are listed in :mod:`cellbench.datasets.registry` (with their options
+class); instantiate them with :func:`cellbench.datasets.get_dataset`.
 """
 
 from __future__ import annotations
@@ -18,28 +18,27 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from cellbench.config import DatasetConfig
 from cellbench.io import write_csv, write_image, write_labels
+from cellbench.options import Options
 
 __all__ = [
-    "DATASET_KINDS",
     "INDEX_COLUMNS",
     "ConvertedWriter",
+    "convert_dataset",
+    "download_dataset",
     "DatasetSource",
     "LOCAL_MARKER",
-    "get_dataset",
     "raw_root",
     "read_index",
-    "register_dataset",
     "masks_to_labels",
-    "dataset_options",
     "safe_image_id",
 ]
 
@@ -68,7 +67,6 @@ ANNOTATION_LEVELS = ("full", "partial", "none")
 #: File written into ``data/raw/{dataset}/`` when the originals live elsewhere (``source: local``).
 LOCAL_MARKER = "LOCAL_SOURCE.json"
 
-DATASET_KINDS: dict[str, type[DatasetSource]] = {}
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -81,12 +79,35 @@ class DatasetSource(ABC):
     """
 
     kind: ClassVar[str]
-    description: ClassVar[str] = ""
 
-    def __init__(self, cfg: DatasetConfig, seed: int = 0) -> None:
+    def __init__(self, cfg: DatasetConfig, options: Options, seed: int = 0) -> None:
         self.cfg = cfg
+        #: the kind's options (:mod:`cellbench.datasets.options`), every default filled in
+        self.options = options
         #: the run's global seed (params.yaml ``seed``), for sources that generate data
         self.seed = seed
+
+    def prepare_raw(self, raw_dir: Path) -> None:
+        """Fill the (new, empty) raw folder: download or generate the originals, or, for
+        ``source: local``, write a pointer (:data:`LOCAL_MARKER`) to the user's folder.
+
+        Raises
+        ------
+        FileNotFoundError
+            When ``path:`` of a local dataset is not a folder.
+        """
+        if self.cfg.source != "local":
+            self.download(raw_dir)
+            return
+        path = Path(self.cfg.path).expanduser().resolve()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"datasets.{self.cfg.name}.path: {path} is not a folder. Point 'path:' in "
+                "params.yaml at the folder that holds the original files."
+            )
+        (Path(raw_dir) / LOCAL_MARKER).write_text(
+            json.dumps({"path": str(path), "kind": self.kind}, indent=2) + "\n"
+        )
 
     def download(self, raw_dir: Path) -> None:
         """Put the dataset's original files into ``raw_dir`` (which exists and is empty)."""
@@ -98,32 +119,6 @@ class DatasetSource(ABC):
     @abstractmethod
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Read the originals under ``raw_dir`` and ``writer.add`` every image."""
-
-
-def register_dataset(cls: type[DatasetSource]) -> type[DatasetSource]:
-    """Class decorator: add a :class:`DatasetSource` to the registry under ``cls.kind``."""
-    if cls.kind in DATASET_KINDS and DATASET_KINDS[cls.kind] is not cls:
-        raise ValueError(f"dataset kind '{cls.kind}' is registered twice")
-    DATASET_KINDS[cls.kind] = cls
-    return cls
-
-
-def get_dataset(cfg: DatasetConfig, seed: int = 0) -> DatasetSource:
-    """Instantiate the source registered for ``cfg.kind``.
-
-    Raises
-    ------
-    KeyError
-        Naming the valid kinds and the fix.
-    """
-    try:
-        cls = DATASET_KINDS[cfg.kind]
-    except KeyError:
-        raise KeyError(
-            f"datasets.{cfg.name}.kind: unknown dataset kind '{cfg.kind}'; valid kinds: "
-            f"{', '.join(sorted(DATASET_KINDS))}. Fix 'kind:' in params.yaml."
-        ) from None
-    return cls(cfg, seed=seed)
 
 
 def raw_root(raw_dir: Path) -> Path:
@@ -329,24 +324,6 @@ def masks_to_labels(
     return lut[labels], contested
 
 
-def dataset_options(cfg: DatasetConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``cfg.options`` over a source's defaults, refusing unknown keys.
-
-    Raises
-    ------
-    ValueError
-        Naming the unknown option(s), the allowed ones and the params.yaml key.
-    """
-    options = dict(cfg.options or {})
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"datasets.{cfg.name}.options: unknown option(s) {', '.join(unknown)} for kind "
-            f"'{cfg.kind}'; allowed: {', '.join(sorted(defaults)) or '(none)'}. Fix params.yaml."
-        )
-    return {**defaults, **options}
-
-
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
@@ -362,3 +339,25 @@ def safe_image_id(text: str) -> str:
     if not out[0].isalnum():
         out = "x" + out
     return out
+
+
+def download_dataset(source: DatasetSource, out: Path) -> Path:
+    """The download stage: fill ``out`` (atomically) with the originals or a local pointer."""
+    from cellbench.io import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        source.prepare_raw(tmp)
+    return Path(out)
+
+
+def convert_dataset(source: DatasetSource, raw: Path, out: Path) -> pd.DataFrame:
+    """The convert stage: originals under ``raw`` -> the common format in ``out`` (atomically).
+
+    Returns the written ``index.csv`` as a DataFrame.
+    """
+    from cellbench.io import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        writer = ConvertedWriter(tmp, source=source.kind)
+        source.convert(raw_root(raw), writer)
+        return writer.finish()

@@ -31,9 +31,7 @@ from cellbench.datasets._common import find_dir, find_file, iter_files, log, rel
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
-    dataset_options,
     masks_to_labels,
-    register_dataset,
     safe_image_id,
 )
 from cellbench.datasets.download import fetch_and_extract
@@ -49,8 +47,6 @@ __all__ = [
     "outlines_to_labels",
     "read_cellomics_dib",
 ]
-
-_OUTLINE_DEFAULTS = {"min_area": 30, "outline_pixels": "assign"}
 
 
 # --------------------------------------------------------------------------------------
@@ -75,9 +71,7 @@ def outline_mask(outline: np.ndarray) -> np.ndarray:
     return mask
 
 
-def outlines_to_labels(
-    outline: np.ndarray, *, min_area: int = 30, outline_pixels: str = "assign"
-) -> np.ndarray:
+def outlines_to_labels(outline: np.ndarray, *, min_area: int, outline_pixels: str) -> np.ndarray:
     """Instances enclosed by hand-drawn outline strokes (rule in the module docstring).
 
     Parameters
@@ -111,21 +105,9 @@ def outlines_to_labels(
     return labels
 
 
-def _outline_options(name: str, opts: dict) -> dict:
-    if opts["outline_pixels"] not in ("assign", "background"):
-        raise ValueError(
-            f"datasets.{name}.options.outline_pixels must be 'assign' or 'background', "
-            f"got {opts['outline_pixels']!r}"
-        )
-    return {"min_area": int(opts["min_area"]), "outline_pixels": opts["outline_pixels"]}
-
-
-def _target(name: str, value: object) -> str:
-    if value not in ("nuclei", "cells"):
-        raise ValueError(
-            f"datasets.{name}.options.target must be 'nuclei' or 'cells', got {value!r}"
-        )
-    return str(value)
+def _fill_options(opts) -> dict:
+    """The :func:`outlines_to_labels` keywords of an outline source's options."""
+    return {"min_area": opts.min_area, "outline_pixels": opts.outline_pixels}
 
 
 # --------------------------------------------------------------------------------------
@@ -133,7 +115,6 @@ def _target(name: str, value: object) -> str:
 # --------------------------------------------------------------------------------------
 
 
-@register_dataset
 class BBBC039(DatasetSource):
     """BBBC039 v1: U2OS nuclei (Hoechst), 200 fields, instance masks as graph colouring.
 
@@ -154,7 +135,6 @@ class BBBC039(DatasetSource):
     """
 
     kind = "bbbc039"
-    description = "BBBC039 U2OS nuclei (fluorescence), 16-bit TIFF + colour-coded masks"
 
     def download(self, raw_dir: Path) -> None:
         """Fetch and unpack images.zip, masks.zip and metadata.zip."""
@@ -162,7 +142,6 @@ class BBBC039(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Decode each colour-coded mask into instances."""
-        dataset_options(self.cfg, {})
         image_dir, mask_dir = find_dir(raw_dir, "images"), find_dir(raw_dir, "masks")
         if image_dir is None or mask_dir is None:
             raise FileNotFoundError(f"{raw_dir}: expected BBBC039 folders images/ and masks/")
@@ -197,7 +176,6 @@ class BBBC039(DatasetSource):
 # --------------------------------------------------------------------------------------
 
 
-@register_dataset
 class BBBC009(DatasetSource):
     """BBBC009 v1: human red blood cells, DIC, with hand-drawn cell outlines.
 
@@ -213,7 +191,6 @@ class BBBC009(DatasetSource):
     """
 
     kind = "bbbc009"
-    description = "BBBC009 human red blood cells (DIC), outline annotations"
 
     def download(self, raw_dir: Path) -> None:
         """Fetch and unpack the image and outline archives."""
@@ -221,7 +198,7 @@ class BBBC009(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Pair each image with its outline file and fill the outlines."""
-        opts = _outline_options(self.cfg.name, dataset_options(self.cfg, _OUTLINE_DEFAULTS))
+        opts = self.options
         images, outlines = {}, {}
         for path in iter_files(Path(raw_dir), "*.tif*"):
             rel = str(path.relative_to(raw_dir).parent).lower()
@@ -233,7 +210,7 @@ class BBBC009(DatasetSource):
                 log.warning("%s: no image for outline %s; skipped", raw_dir, outline_path.name)
                 continue
             image = read_image(images[stem])
-            labels = outlines_to_labels(read_image(outline_path), **opts)
+            labels = outlines_to_labels(read_image(outline_path), **_fill_options(opts))
             writer.add(
                 safe_image_id(stem),
                 image,
@@ -262,7 +239,6 @@ def _bbbc007_actin_name(dna_name: str) -> str | None:
     return None
 
 
-@register_dataset
 class BBBC007(DatasetSource):
     """BBBC007 v1: Drosophila Kc167 cells, DNA + actin, hand-drawn outlines.
 
@@ -285,7 +261,6 @@ class BBBC007(DatasetSource):
     """
 
     kind = "bbbc007"
-    description = "BBBC007 Drosophila Kc167 cells, DNA/actin with outline annotations"
 
     def download(self, raw_dir: Path) -> None:
         """Fetch and unpack the image and outline archives."""
@@ -293,9 +268,9 @@ class BBBC007(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Pair DNA/actin fields with their outlines and fill the chosen target."""
-        opts = dataset_options(self.cfg, {"target": "nuclei", **_OUTLINE_DEFAULTS})
-        target = _target(self.cfg.name, opts["target"])
-        fill = _outline_options(self.cfg.name, opts)
+        opts = self.options
+        target = opts.target
+        fill = _fill_options(opts)
         raw_dir = Path(raw_dir)
         images: dict[str, Path] = {}
         outlines: dict[str, Path] = {}
@@ -369,7 +344,6 @@ def read_cellomics_dib(path: Path) -> np.ndarray:
     return pixels[0] if planes == 1 else pixels
 
 
-@register_dataset
 class BBBC018(DatasetSource):
     """BBBC018 v1: human HT29 colon-cancer cells, DNA / actin / pH3, hand-drawn outlines.
 
@@ -392,7 +366,6 @@ class BBBC018(DatasetSource):
     """
 
     kind = "bbbc018"
-    description = "BBBC018 HT29 cells (DNA/actin/pH3 DIB), outline annotations"
 
     def download(self, raw_dir: Path) -> None:
         """Fetch and unpack the image and outline archives."""
@@ -400,10 +373,9 @@ class BBBC018(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Read the DIB channels, fill the chosen outlines."""
-        defaults = {"target": "nuclei", "all_channels": False, "flip_outlines": False}
-        opts = dataset_options(self.cfg, {**defaults, **_OUTLINE_DEFAULTS})
-        target = _target(self.cfg.name, opts["target"])
-        fill = _outline_options(self.cfg.name, opts)
+        opts = self.options
+        target = opts.target
+        fill = _fill_options(opts)
         dibs = {
             p.name.lower(): p for p in iter_files(Path(raw_dir), "*") if p.suffix.lower() == ".dib"
         }
@@ -417,7 +389,7 @@ class BBBC018(DatasetSource):
             if outline is None or f"{well}-{channel}.dib" not in dibs:
                 log.warning("BBBC018 %s: no %s outline or %s image; skipped", well, target, channel)
                 continue
-            if opts["all_channels"]:
+            if opts.all_channels:
                 names = [f"{well}-{c}.dib" for c in ("dna", "actin", "ph3")]
                 missing = [n for n in names if n not in dibs]
                 if missing:
@@ -427,7 +399,7 @@ class BBBC018(DatasetSource):
             else:
                 image = read_cellomics_dib(dibs[f"{well}-{channel}.dib"])
             drawing = read_image(outline)
-            if opts["flip_outlines"]:
+            if opts.flip_outlines:
                 drawing = drawing[::-1]
             labels = outlines_to_labels(drawing, **fill)
             if labels.shape != image.shape[:2]:
@@ -456,7 +428,6 @@ BOXES_NOTE = (
 )
 
 
-@register_dataset
 class BBBC041(DatasetSource):
     """BBBC041 v1: P. vivax (malaria) infected blood smears, bounding boxes only.
 
@@ -482,7 +453,6 @@ class BBBC041(DatasetSource):
     """
 
     kind = "bbbc041"
-    description = "BBBC041 malaria blood smears, bounding boxes only (no mask metrics)"
 
     def download(self, raw_dir: Path) -> None:
         """Fetch and unpack malaria.zip."""
@@ -490,7 +460,7 @@ class BBBC041(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Write images without labels plus boxes.csv (or boxes as rectangles if asked)."""
-        opts = dataset_options(self.cfg, {"boxes_as_masks": False})
+        opts = self.options
         raw_dir = Path(raw_dir)
         files = {}
         for split_name, official in (("training.json", ""), ("test.json", "test")):
@@ -532,7 +502,7 @@ class BBBC041(DatasetSource):
                     rects.append((max(r0, 0), max(c0, 0), min(r1, h), min(c1, w)))
                 categories = Counter(o.get("category", "") for o in entry.get("objects", []))
                 labels, contested, level = None, 0, "none"
-                if opts["boxes_as_masks"]:
+                if opts.boxes_as_masks:
                     masks = []
                     for r0, c0, r1, c1 in rects:
                         mask = np.zeros((h, w), dtype=bool)
@@ -558,7 +528,7 @@ class BBBC041(DatasetSource):
         write_json(
             writer.out_dir / "dataset_notes.json",
             {
-                "annotation": "boxes" if not opts["boxes_as_masks"] else "boxes_as_rectangles",
+                "annotation": "boxes" if not opts.boxes_as_masks else "boxes_as_rectangles",
                 "mask_metrics_apply": False,
                 "note": BOXES_NOTE,
             },

@@ -55,8 +55,6 @@ from cellbench.datasets._common import log, read_label_image, relabel
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
-    dataset_options,
-    register_dataset,
     safe_image_id,
 )
 from cellbench.datasets.download import fetch_and_extract, remote_files
@@ -64,14 +62,6 @@ from cellbench.io import read_image
 
 __all__ = ["CellTrackingChallenge", "COMPLETE_GT"]
 
-DEFAULTS = {
-    "name": None,
-    "truth": "GT",
-    "sequences": None,
-    "test_sequence": "auto",
-    "annotation": None,
-    "frame_blocks": None,
-}
 
 #: CTC datasets whose gold truth segments every cell in every frame (synthetic data).
 COMPLETE_GT = frozenset({"Fluo-N2DH-SIM+", "Fluo-N3DH-SIM+"})
@@ -98,26 +88,14 @@ def _frame_groups(base: str, frames: list[int], blocks: int | None) -> dict[int,
     return {int(f): f"{base}/b{k}" for k, chunk in enumerate(chunks) for f in chunk}
 
 
-@register_dataset
 class CellTrackingChallenge(DatasetSource):
     """A CTC 2D training dataset: sequences 01/02 with GT or ST segmentation truth."""
 
     kind = "ctc"
-    description = "Cell Tracking Challenge 2D training data (GT or ST segmentation truth)"
-
-    def _name(self) -> str:
-        name = self.cfg.options.get("name") if self.cfg.options else None
-        if not name:
-            known = sorted(f[: -len(".zip")] for f in (r.filename for r in remote_files("ctc")))
-            raise ValueError(
-                f"datasets.{self.cfg.name}.options.name is required for kind 'ctc': the CTC "
-                f"dataset name, one of {', '.join(known)}"
-            )
-        return str(name)
 
     def download(self, raw_dir: Path) -> None:
         """Fetch ``<name>.zip`` from the CTC server (checksum-verified) and unpack it."""
-        name = self._name()
+        name = self.options.name
         known = {r.filename: r for r in remote_files("ctc")}
         if f"{name}.zip" not in known:
             raise ValueError(
@@ -141,29 +119,13 @@ class CellTrackingChallenge(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Convert every frame that has a label file of the chosen truth."""
-        opts = dataset_options(self.cfg, DEFAULTS)
-        name = self._name()
-        truth = str(opts["truth"]).upper()
-        if truth not in ("GT", "ST"):
-            raise ValueError(
-                f"datasets.{self.cfg.name}.options.truth must be 'GT' (gold) or 'ST' (silver), "
-                f"got {opts['truth']!r}"
-            )
-        if opts["annotation"] not in (None, "full", "partial"):
-            raise ValueError(
-                f"datasets.{self.cfg.name}.options.annotation must be full, partial or null"
-            )
-        blocks = opts["frame_blocks"]
-        if blocks is not None and (
-            isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1
-        ):
-            raise ValueError(
-                f"datasets.{self.cfg.name}.options.frame_blocks must be a positive integer "
-                f"or null, got {blocks!r}"
-            )
+        opts = self.options
+        name = self.options.name
+        truth = opts.truth
+        blocks = opts.frame_blocks
         root = self._dataset_root(raw_dir, name)
         available = sorted(p.name for p in root.iterdir() if p.is_dir() and _SEQ_RE.match(p.name))
-        wanted = [str(s).zfill(2) for s in opts["sequences"]] if opts["sequences"] else available
+        wanted = [str(s).zfill(2) for s in opts.sequences] if opts.sequences else available
         unknown = [s for s in wanted if s not in available]
         if unknown:
             raise ValueError(
@@ -175,7 +137,7 @@ class CellTrackingChallenge(DatasetSource):
             seg_dir = root / f"{seq}_{truth}" / "SEG"
             if seg_dir.is_dir() and _index(seg_dir, _SEG_RE):
                 sequences.append(seq)
-            elif opts["sequences"]:
+            elif opts.sequences:
                 raise FileNotFoundError(
                     f"{seg_dir}: no {truth} segmentation for sequence {seq}. "
                     + self._truth_hint(root, seq, truth)
@@ -188,9 +150,9 @@ class CellTrackingChallenge(DatasetSource):
                 f"{'gold' if truth == 'GT' else 'silver'} truth). "
                 + self._truth_hint(root, wanted[0] if wanted else "01", truth)
             )
-        test_seq = self._test_sequence(opts["test_sequence"], sequences)
-        if opts["annotation"]:
-            level = opts["annotation"]
+        test_seq = self._test_sequence(opts.test_sequence, sequences)
+        if opts.annotation:
+            level = opts.annotation
         elif truth == "ST" or name in COMPLETE_GT:
             level = "full"
         else:

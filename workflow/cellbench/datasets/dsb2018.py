@@ -46,9 +46,7 @@ from cellbench.datasets._common import find_dir, find_file, log
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
-    dataset_options,
     masks_to_labels,
-    register_dataset,
     safe_image_id,
 )
 from cellbench.datasets.download import (
@@ -63,7 +61,6 @@ from cellbench.io import read_image
 __all__ = ["DSB2018", "image_class"]
 
 COMPETITION = "data-science-bowl-2018"
-DEFAULTS = {"include_test": True, "drop_alpha": True}
 
 
 def image_class(image: np.ndarray) -> str:
@@ -88,12 +85,10 @@ def _read_png(path: Path, drop_alpha: bool) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-@register_dataset
 class DSB2018(DatasetSource):
     """Kaggle Data Science Bowl 2018 (stage-1 train + stage-1 test with its solution)."""
 
     kind = "dsb2018"
-    description = "Kaggle Data Science Bowl 2018 nuclei (BBBC038), stage-1 train and test"
 
     def download(self, raw_dir: Path) -> None:
         """Fetch the competition bundle with the Kaggle client and unpack it into ``raw_dir``."""
@@ -103,7 +98,7 @@ class DSB2018(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Convert ``stage1_train`` (mask PNGs) and ``stage1_test`` (solution RLE)."""
-        opts = dataset_options(self.cfg, DEFAULTS)
+        opts = self.options
         train_dir = find_dir(raw_dir, "stage1_train")
         if train_dir is None:
             raise FileNotFoundError(
@@ -111,9 +106,9 @@ class DSB2018(DatasetSource):
                 "stage1_train/<ImageId>/images/<ImageId>.png + masks/*.png."
             )
         for folder in sorted(p for p in train_dir.iterdir() if p.is_dir()):
-            self._add_train(folder, writer, opts["drop_alpha"])
-        if opts["include_test"]:
-            self._add_test(Path(raw_dir), writer, opts["drop_alpha"])
+            self._add_train(folder, writer, opts.drop_alpha)
+        if opts.include_test:
+            self._add_test(Path(raw_dir), writer, opts.drop_alpha)
 
     def _add_train(self, folder: Path, writer: ConvertedWriter, drop_alpha: bool) -> None:
         image_id = folder.name

@@ -43,15 +43,12 @@ from cellbench.datasets._common import find_dir, iter_files, log, relabel
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
-    dataset_options,
-    register_dataset,
     safe_image_id,
 )
 from cellbench.io import read_image
 
 __all__ = ["Folder", "mask_to_instances"]
 
-DEFAULTS = {"layout": "auto", "cell_type": "unknown", "annotation": "full", "group_regex": None}
 IMAGE_EXTS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 MASK_EXTS = (".tif", ".tiff", ".png")
 _MASK_SUFFIXES = ("_masks", "_mask", "_labels", "_label", "")
@@ -130,25 +127,23 @@ def _folder_pairs(root: Path) -> list[tuple[Path, Path, str]]:
     return pairs
 
 
-@register_dataset
 class Folder(DatasetSource):
     """The user's own annotated images (Cellpose-style pairs or images/ + labels/)."""
 
     kind = "folder"
-    description = "Your own data: *_img.* + *_masks.* pairs, or images/ + labels/ folders"
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Pair images with masks and write them in the common format."""
-        opts = dataset_options(self.cfg, DEFAULTS)
-        layout = opts["layout"]
+        opts = self.options
+        layout = opts.layout
         if layout not in ("auto", "cellpose", "images_labels"):
             raise ValueError(
                 f"datasets.{self.cfg.name}.options.layout must be auto, cellpose or "
                 f"images_labels, got {layout!r}"
             )
-        if opts["annotation"] not in ("full", "partial"):
+        if opts.annotation not in ("full", "partial"):
             raise ValueError(f"datasets.{self.cfg.name}.options.annotation must be full or partial")
-        group_re = re.compile(opts["group_regex"]) if opts["group_regex"] else None
+        group_re = re.compile(opts.group_regex) if opts.group_regex else None
         root = Path(raw_dir)
         pairs = []
         if layout in ("auto", "cellpose"):
@@ -183,9 +178,9 @@ class Folder(DatasetSource):
                 image_id,
                 image,
                 labels,
-                cell_type=str(opts["cell_type"]),
+                cell_type=str(opts.cell_type),
                 group=group,
-                annotation=opts["annotation"],
+                annotation=opts.annotation,
                 official_split="test" if is_test else "",
                 source=f"folder {root.name}",
             )

@@ -49,9 +49,7 @@ from cellbench.datasets._common import find_file, iter_files, log
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
-    dataset_options,
     masks_to_labels,
-    register_dataset,
     safe_image_id,
 )
 from cellbench.datasets.download import fetch_and_extract
@@ -60,7 +58,6 @@ from cellbench.io import read_image
 
 __all__ = ["LIVECell", "coco_instance_indices", "parse_livecell_name"]
 
-DEFAULTS = {"subsets": ["train", "val", "test"], "cell_types": None}
 SUBSETS = ("train", "val", "test")
 
 _NAME_RE = re.compile(
@@ -103,12 +100,10 @@ def coco_instance_indices(segmentation: object, height: int, width: int) -> np.n
     return np.unique(np.concatenate(parts))
 
 
-@register_dataset
 class LIVECell(DatasetSource):
     """LIVECell: COCO polygon annotations (overlapping) over phase-contrast crops."""
 
     kind = "livecell"
-    description = "LIVECell phase-contrast cell lines (COCO polygons with overlaps)"
 
     def download(self, raw_dir: Path) -> None:
         """Fetch images.zip (unpacked) and the three COCO JSON files."""
@@ -116,8 +111,8 @@ class LIVECell(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Rasterise every annotation of every image of the chosen subsets."""
-        opts = dataset_options(self.cfg, DEFAULTS)
-        subsets = list(opts["subsets"] or [])
+        opts = self.options
+        subsets = list(opts.subsets or [])
         bad = [s for s in subsets if s not in SUBSETS]
         if bad or not subsets:
             raise ValueError(
@@ -126,7 +121,7 @@ class LIVECell(DatasetSource):
             )
         raw_dir = Path(raw_dir)
         image_index = {p.name: p for p in iter_files(raw_dir, "*.tif*")}
-        wanted_types = set(opts["cell_types"]) if opts["cell_types"] else None
+        wanted_types = set(opts.cell_types) if opts.cell_types else None
         records = []
         for subset in subsets:
             path = find_file(raw_dir, f"livecell_coco_{subset}.json")

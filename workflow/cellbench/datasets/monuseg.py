@@ -45,9 +45,7 @@ from cellbench.datasets._common import iter_files, log
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
-    dataset_options,
     masks_to_labels,
-    register_dataset,
     safe_image_id,
 )
 from cellbench.datasets.download import fetch_and_extract
@@ -83,12 +81,10 @@ def read_aperio_polygons(xml_path: Path) -> list[np.ndarray]:
     return polygons
 
 
-@register_dataset
 class MoNuSeg(DatasetSource):
     """MoNuSeg 2018: H&E tiles with per-nucleus polygons (Aperio XML)."""
 
     kind = "monuseg"
-    description = "MoNuSeg 2018 multi-organ H&E nuclei (Aperio XML polygons)"
 
     def download(self, raw_dir: Path) -> None:
         """Fetch and unpack the training and test archives."""
@@ -96,7 +92,6 @@ class MoNuSeg(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Rasterise each XML's regions over the image with the same name."""
-        dataset_options(self.cfg, {})
         raw_dir = Path(raw_dir)
         images = {}
         for path in iter_files(raw_dir, "*"):

@@ -44,9 +44,7 @@ from cellbench.datasets._common import find_file, log
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
-    dataset_options,
     masks_to_labels,
-    register_dataset,
     safe_image_id,
 )
 from cellbench.datasets.download import cache_dir, kaggle_download, safe_extract
@@ -56,17 +54,14 @@ from cellbench.io import read_image, write_csv
 __all__ = ["Sartorius"]
 
 COMPETITION = "sartorius-cell-instance-segmentation"
-DEFAULTS = {"rle_order": "row", "cell_types": None}
 _REQUIRED = ("id", "annotation", "width", "height", "cell_type")
 _METADATA = ("sample_id", "plate_time", "sample_date", "elapsed_timedelta")
 
 
-@register_dataset
 class Sartorius(DatasetSource):
     """Kaggle Sartorius 2021: ``train.csv`` RLE (overlapping cells) + ``train/*.png``."""
 
     kind = "sartorius"
-    description = "Kaggle Sartorius Cell Instance Segmentation 2021 (SH-SY5Y, astrocytes, cortical)"
 
     def download(self, raw_dir: Path) -> None:
         """Fetch the competition bundle with the Kaggle client and unpack it into ``raw_dir``."""
@@ -75,13 +70,13 @@ class Sartorius(DatasetSource):
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Decode ``train.csv`` per image and write image + merged labels."""
-        opts = dataset_options(self.cfg, DEFAULTS)
-        if opts["rle_order"] not in ("row", "column"):
+        opts = self.options
+        if opts.rle_order not in ("row", "column"):
             raise ValueError(
                 f"datasets.{self.cfg.name}.options.rle_order must be 'row' or 'column', "
-                f"got {opts['rle_order']!r}"
+                f"got {opts.rle_order!r}"
             )
-        order = "C" if opts["rle_order"] == "row" else "F"
+        order = "C" if opts.rle_order == "row" else "F"
         csv_path = find_file(raw_dir, "train.csv")
         if csv_path is None:
             raise FileNotFoundError(
@@ -94,8 +89,8 @@ class Sartorius(DatasetSource):
             raise ValueError(
                 f"{csv_path}: missing column(s) {missing}; found {list(table.columns)}"
             )
-        if opts["cell_types"]:
-            table = table[table["cell_type"].isin(list(opts["cell_types"]))]
+        if opts.cell_types:
+            table = table[table["cell_type"].isin(list(opts.cell_types))]
         metadata = []
         for image_id, rows in table.groupby("id", sort=True):
             path = image_dir / f"{image_id}.png"

@@ -15,33 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellbench.datasets.base import ConvertedWriter, DatasetSource, register_dataset
+from cellbench.datasets.base import ConvertedWriter, DatasetSource
 from cellbench.io import read_image, read_labels, write_csv, write_image, write_labels
-from cellbench.synthetic import CELL_TYPES, LOOKS, SyntheticSpec, generate_image
+from cellbench.synthetic import CELL_TYPES, generate_image
 
 
-@register_dataset
 class SyntheticSource(DatasetSource):
     kind = "synthetic"
-    description = "offline synthetic fluorescent nuclei and phase-contrast cells (exact labels)"
-
-    def spec(self) -> SyntheticSpec:
-        o = self.cfg.options
-        base = SyntheticSpec()
-        return SyntheticSpec(
-            height=int(o.get("height", base.height)),
-            width=int(o.get("width", base.width)),
-            n_cells=tuple(o.get("n_cells", base.n_cells)),
-            radius=tuple(o.get("radius", base.radius)),
-            cluster_fraction=float(o.get("cluster_fraction", base.cluster_fraction)),
-            noise=float(o.get("noise", base.noise)),
-        )
 
     def download(self, raw_dir: Path) -> None:
         """Generate ``n_images`` images, alternating through ``looks``, seeded by the run seed."""
-        n_images = int(self.cfg.options.get("n_images", 40))
-        looks = list(self.cfg.options.get("looks", LOOKS))
-        spec = self.spec()
+        n_images, looks, spec = self.options.n_images, self.options.looks, self.options
         seeds = np.random.SeedSequence([self.seed, 0x5E17]).spawn(n_images)
         rows = []
         for i, seq in enumerate(seeds):

@@ -1,6 +1,5 @@
-"""Model families (registry). Importing this package registers every family."""
+"""Model families (registry). Importing this package is light: no torch, no scikit-image."""
 
-from cellbench.models import classical, flow, unet  # noqa: F401  (registration side effect)
-from cellbench.models.base import MODEL_FAMILIES, ModelFamily, get_family, grid, register_family
+from cellbench.models.registry import MODEL_FAMILIES, FamilyEntry, family_entry, get_family
 
-__all__ = ["MODEL_FAMILIES", "ModelFamily", "get_family", "grid", "register_family"]
+__all__ = ["MODEL_FAMILIES", "FamilyEntry", "family_entry", "get_family"]

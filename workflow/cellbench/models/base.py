@@ -1,12 +1,12 @@
-"""The model-family interface and its registry.
+"""The model-family interface.
 
 A *model family* (DESIGN.md section 4) turns label images into training targets,
 builds a network, defines its loss, turns network outputs into saved "raw maps"
 and post-processes those maps into instance labels. The training loop
-(:mod:`cellbench.train`), inference (:mod:`cellbench.predict`) and threshold
-tuning are generic and call only this interface, so a new family is one module
-that subclasses :class:`ModelFamily` and is decorated with
-:func:`register_family`.
+(:mod:`cellbench.train`), inference (:mod:`cellbench.inference`) and threshold
+tuning are generic and call only this interface, so a new family is an options
+class (:mod:`cellbench.models.options`), one module that subclasses
+:class:`ModelFamily`, and one entry in :mod:`cellbench.models.registry`.
 
 Conventions
 -----------
@@ -24,20 +24,23 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from cellbench.config import ModelConfig
+from cellbench.options import Options
 
-__all__ = ["MODEL_FAMILIES", "ModelFamily", "get_family", "grid", "register_family"]
-
-MODEL_FAMILIES: dict[str, type[ModelFamily]] = {}
+__all__ = ["ModelFamily", "grid"]
 
 
 class ModelFamily(ABC):
-    """One model family. Instances are built from a :class:`~cellbench.config.ModelConfig`.
+    """One model family, built from a model name and its validated options.
+
+    Instantiate through :func:`cellbench.models.get_family` (from a params.yaml
+    entry) or :func:`cellbench.modelfolder.load_model` (from a model folder);
+    ``options`` is an instance of the family's options class
+    (:mod:`cellbench.models.options`), every default filled in.
 
     Trainable families implement the network part (``n_outputs``,
     ``build_network``, ``make_target``, ``loss``, ``activate``); families without
@@ -52,13 +55,25 @@ class ModelFamily(ABC):
     #: names of the channels of the saved maps, for the report and napari.
     map_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, name: str, options: Options) -> None:
+        from cellbench.models.registry import family_entry
+
+        entry = family_entry(self.family)
+        if not isinstance(options, entry.options):
+            raise TypeError(
+                f"model family '{self.family}' takes {entry.options.__name__}, "
+                f"got {type(options).__name__}"
+            )
+        self.name = name
+        self.options = options
+        #: the class of one tuned post-processing setting (``thresholds.json`` "selected").
+        self.thresholds_class: type[Options] = entry.thresholds
 
     # -- network families -------------------------------------------------------------
     @property
     def in_channels(self) -> int:
-        return int(self.cfg.get("in_channels", 1))
+        """Image channels the family reads (the ``in_channels`` option)."""
+        return int(self.options.in_channels)
 
     def build_network(self):  # -> torch.nn.Module
         """Return an untrained ``torch.nn.Module``: ``(B, in_channels, H, W) -> (B, n_outputs, H, W)``."""
@@ -83,44 +98,25 @@ class ModelFamily(ABC):
 
     # -- every family -----------------------------------------------------------------
     @abstractmethod
-    def postprocess(self, maps: np.ndarray, thresholds: Mapping[str, Any]) -> np.ndarray:
-        """Maps ``(M, H, W)`` -> instance labels ``(H, W)`` int32 (0 = background)."""
+    def postprocess(self, maps: np.ndarray, thresholds: Options) -> np.ndarray:
+        """Maps ``(M, H, W)`` -> instance labels ``(H, W)`` int32 (0 = background).
+
+        ``thresholds`` is an instance of :attr:`thresholds_class` (one tuned setting).
+        """
 
     @abstractmethod
-    def threshold_grid(self) -> list[dict[str, Any]]:
-        """Candidate post-processing settings, tuned on the validation split.
+    def threshold_grid(self) -> list[Options]:
+        """Candidate post-processing settings (:attr:`thresholds_class`), tuned on val.
 
         The first entry is the default used when there is no validation data.
         """
+
+    def candidates(self, **axes: Sequence[Any]) -> list[Options]:
+        """The Cartesian product of named candidate lists as :attr:`thresholds_class` objects."""
+        return [self.thresholds_class(**setting) for setting in grid(**axes)]
 
 
 def grid(**axes: Sequence[Any]) -> list[dict[str, Any]]:
     """Cartesian product of named candidate values, as a list of dicts (first = all firsts)."""
     names = list(axes)
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
-
-
-def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
-    """Class decorator: add a :class:`ModelFamily` to the registry under ``cls.family``."""
-    if cls.family in MODEL_FAMILIES and MODEL_FAMILIES[cls.family] is not cls:
-        raise ValueError(f"model family '{cls.family}' is registered twice")
-    MODEL_FAMILIES[cls.family] = cls
-    return cls
-
-
-def get_family(cfg: ModelConfig) -> ModelFamily:
-    """Instantiate the family registered for ``cfg.family``.
-
-    Raises
-    ------
-    KeyError
-        Naming the valid families and the fix.
-    """
-    try:
-        cls = MODEL_FAMILIES[cfg.family]
-    except KeyError:
-        raise KeyError(
-            f"models.{cfg.name}.family: unknown model family '{cfg.family}'; valid families: "
-            f"{', '.join(sorted(MODEL_FAMILIES))}. Fix 'family:' in params.yaml."
-        ) from None
-    return cls(cfg)

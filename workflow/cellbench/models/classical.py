@@ -8,26 +8,22 @@ contrast). Post-processing: Otsu threshold of the map scaled by
 of this family is only the tuning of ``threshold_scale`` and ``min_distance``
 on the validation split, the same tuning every family gets.
 
-Options (params.yaml): ``polarity`` (auto | bright | dark), ``smooth`` (Gaussian
-sigma, px), ``min_size`` (px), ``threshold_scale`` and ``min_distance`` (lists:
-the tuning grid).
+Options: :class:`cellbench.models.options.ClassicalOptions` (``cellbench options
+classical`` prints them).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.stats import skew
 from skimage.filters import threshold_otsu
 
-from cellbench.models.base import ModelFamily, grid, register_family
+from cellbench.models.base import ModelFamily
+from cellbench.models.options import ClassicalThresholds
 from cellbench.postprocess.watershed import distance_watershed
 
 
-@register_family
 class Classical(ModelFamily):
     family = "classical"
     trainable = False
@@ -36,31 +32,31 @@ class Classical(ModelFamily):
     def image_to_maps(self, image: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` normalised input -> ``(1, H, W)`` float32 objectness in about [0, 1]."""
         plane = np.asarray(image, np.float32).mean(axis=0)
-        polarity = self.cfg.get("polarity", "auto")
+        polarity = self.options.polarity
         if polarity == "auto":
             sample = plane[:: max(1, plane.shape[0] // 256), :: max(1, plane.shape[1] // 256)]
             polarity = "bright" if skew(sample.ravel()) >= 0 else "dark"
         if polarity == "dark":
             plane = -plane
-        sigma = float(self.cfg.get("smooth", 1.0))
+        sigma = float(self.options.smooth)
         if sigma > 0:
             plane = ndi.gaussian_filter(plane, sigma)
         lo, hi = np.percentile(plane, [1.0, 99.8])
         return np.clip((plane - lo) / max(hi - lo, 1e-6), 0, 1)[None].astype(np.float32)
 
-    def postprocess(self, maps: np.ndarray, thresholds: Mapping[str, Any]) -> np.ndarray:
+    def postprocess(self, maps: np.ndarray, thresholds: ClassicalThresholds) -> np.ndarray:
         plane = maps[0]
         if np.ptp(plane) <= 0:
             return np.zeros(plane.shape, np.int32)
-        level = threshold_otsu(plane) * float(thresholds.get("threshold_scale", 1.0))
+        level = threshold_otsu(plane) * thresholds.threshold_scale
         return distance_watershed(
             plane > level,
-            min_distance=int(thresholds.get("min_distance", 5)),
-            min_size=int(self.cfg.get("min_size", 15)),
+            min_distance=thresholds.min_distance,
+            min_size=self.options.min_size,
         )
 
-    def threshold_grid(self) -> list[dict[str, Any]]:
-        return grid(
-            threshold_scale=self.cfg.get("threshold_scale", [1.0, 0.8, 1.2]),
-            min_distance=self.cfg.get("min_distance", [5, 3, 8]),
+    def threshold_grid(self) -> list[ClassicalThresholds]:
+        return self.candidates(
+            threshold_scale=self.options.threshold_scale,
+            min_distance=self.options.min_distance,
         )

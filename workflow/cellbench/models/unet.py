@@ -8,29 +8,24 @@ Post-processing: seeded watershed, seeds = interior > ``seed_threshold`` (pinche
 seeds split at distance-transform h-maxima of depth ``split_h``), mask =
 1 - P(background) > ``mask_threshold``; all three tuned on the validation split.
 
-Options (params.yaml): ``encoder`` (any smp encoder), ``encoder_weights`` (null
-offline, ``imagenet`` with internet), ``encoder_depth``, ``decoder_channels``,
-``attention`` (none | scse), ``in_channels``, ``boundary_width``,
-``class_weights``, ``min_size``, ``seed_threshold`` / ``mask_threshold`` /
-``split_h`` (lists: the tuning grid), plus the training settings read by :mod:`cellbench.train`.
+Options: :class:`cellbench.models.options.UNetOptions` (``cellbench options unet``
+prints every one with its type, default and description).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 from skimage.morphology import disk
 from skimage.segmentation import find_boundaries
 
-from cellbench.models.base import ModelFamily, grid, register_family
+from cellbench.models.base import ModelFamily
+from cellbench.models.options import NetworkOptions, UNetThresholds
 from cellbench.postprocess.watershed import seeded_watershed
 
 __all__ = ["UNet", "build_smp_unet", "labels_to_classes"]
 
 
-def labels_to_classes(labels: np.ndarray, boundary_width: int = 2) -> np.ndarray:
+def labels_to_classes(labels: np.ndarray, boundary_width: int) -> np.ndarray:
     """Instance labels ``(H, W)`` -> class map ``(H, W)`` uint8: 0 bg, 1 interior, 2 boundary."""
     labels = np.asarray(labels)
     boundary = find_boundaries(labels, mode="inner")
@@ -44,8 +39,10 @@ def labels_to_classes(labels: np.ndarray, boundary_width: int = 2) -> np.ndarray
     return classes
 
 
-def build_smp_unet(options: Mapping[str, Any], in_channels: int, classes: int):
-    """A ``segmentation_models_pytorch.Unet`` from model options (shared by U-Net-like families).
+def build_smp_unet(options: NetworkOptions, classes: int):
+    """A ``segmentation_models_pytorch.Unet`` from network options (shared by U-Net-like families).
+
+    ``(B, options.in_channels, H, W) -> (B, classes, H, W)``.
 
     Raises
     ------
@@ -54,40 +51,37 @@ def build_smp_unet(options: Mapping[str, Any], in_channels: int, classes: int):
     """
     import segmentation_models_pytorch as smp
 
-    depth = int(options.get("encoder_depth", 5))
-    decoder_channels = list(options.get("decoder_channels", [256, 128, 64, 32, 16]))[:depth]
-    attention = options.get("attention", "none")
-    weights = options.get("encoder_weights")
+    depth = options.encoder_depth
+    weights = options.encoder_weights
     try:
         return smp.Unet(
-            encoder_name=options.get("encoder", "resnet18"),
+            encoder_name=options.encoder,
             encoder_weights=weights,
             encoder_depth=depth,
-            decoder_channels=decoder_channels,
-            decoder_attention_type=None if attention in (None, "none") else attention,
-            in_channels=in_channels,
+            decoder_channels=list(options.decoder_channels[:depth]),
+            decoder_attention_type=None if options.attention == "none" else options.attention,
+            in_channels=options.in_channels,
             classes=classes,
         )
     except (OSError, ConnectionError, RuntimeError) as exc:
         if weights:
             raise RuntimeError(
-                f"could not load '{weights}' weights for encoder '{options.get('encoder')}' "
+                f"could not load '{weights}' weights for encoder '{options.encoder}' "
                 f"({exc}). Pretrained weights need the internet: set 'encoder_weights: null' "
                 "in params.yaml to train from random initialisation."
             ) from exc
         raise
 
 
-@register_family
 class UNet(ModelFamily):
     family = "unet"
     map_names = ("background", "interior", "boundary")
 
     def build_network(self):
-        return build_smp_unet(self.cfg.options, self.in_channels, classes=3)
+        return build_smp_unet(self.options, classes=3)
 
     def make_target(self, labels: np.ndarray) -> np.ndarray:
-        classes = labels_to_classes(labels, int(self.cfg.get("boundary_width", 2)))
+        classes = labels_to_classes(labels, self.options.boundary_width)
         return classes[None].astype(np.float32)
 
     def loss(self, logits, target):
@@ -96,7 +90,7 @@ class UNet(ModelFamily):
 
         classes = target[:, 0].long()
         weight = torch.as_tensor(
-            self.cfg.get("class_weights", [1.0, 1.0, 2.0]), dtype=logits.dtype, device=logits.device
+            self.options.class_weights, dtype=logits.dtype, device=logits.device
         )
         ce = F.cross_entropy(logits, classes, weight=weight)
         probs = logits.softmax(dim=1)
@@ -109,19 +103,19 @@ class UNet(ModelFamily):
     def activate(self, logits):
         return logits.softmax(dim=1)
 
-    def postprocess(self, maps: np.ndarray, thresholds: Mapping[str, Any]) -> np.ndarray:
+    def postprocess(self, maps: np.ndarray, thresholds: UNetThresholds) -> np.ndarray:
         return seeded_watershed(
             maps[1],
             1.0 - maps[0],
-            seed_threshold=float(thresholds.get("seed_threshold", 0.6)),
-            mask_threshold=float(thresholds.get("mask_threshold", 0.5)),
-            min_size=int(self.cfg.get("min_size", 15)),
-            split_h=float(thresholds.get("split_h", 0.0)),
+            seed_threshold=thresholds.seed_threshold,
+            mask_threshold=thresholds.mask_threshold,
+            min_size=self.options.min_size,
+            split_h=thresholds.split_h,
         )
 
-    def threshold_grid(self) -> list[dict[str, Any]]:
-        return grid(
-            seed_threshold=self.cfg.get("seed_threshold", [0.7, 0.5, 0.8, 0.9]),
-            mask_threshold=self.cfg.get("mask_threshold", [0.5]),
-            split_h=self.cfg.get("split_h", [1.0, 2.0, 0.0]),
+    def threshold_grid(self) -> list[UNetThresholds]:
+        return self.candidates(
+            seed_threshold=self.options.seed_threshold,
+            mask_threshold=self.options.mask_threshold,
+            split_h=self.options.split_h,
         )

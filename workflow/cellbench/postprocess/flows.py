@@ -47,7 +47,12 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from cellbench.models.options import FlowOptions
 from cellbench.targets import pixel_flows
+
+# Keyword defaults of the public functions below are the flow family's option defaults
+# (for a tuning grid, its first candidate): read from FlowOptions, written nowhere else.
+_DEFAULT = FlowOptions()
 
 __all__ = [
     "Tracked",
@@ -80,7 +85,7 @@ def _tensor(a, device: torch.device, dtype=torch.float32) -> torch.Tensor:
 def follow_flows(
     flows: torch.Tensor,
     keys: torch.Tensor,
-    niter: int = 200,
+    niter: int = _DEFAULT.niter,
     *,
     foreground: torch.Tensor | None = None,
     check_every: int = 10,
@@ -182,7 +187,7 @@ def cluster_positions(
     positions: torch.Tensor,
     shape: tuple[int, int],
     *,
-    min_seed_count: int = 10,
+    min_seed_count: int = _DEFAULT.min_seed_count,
     min_count: int = 2,
     grow_steps: int = 5,
     seed_radius: int = 2,
@@ -283,10 +288,10 @@ def track_flows(
     flows,
     cellprob,
     *,
-    cellprob_threshold: float = 0.5,
-    niter: int = 200,
-    max_size_fraction: float = 0.4,
-    min_seed_count: int = 10,
+    cellprob_threshold: float = _DEFAULT.cellprob_threshold[0],
+    niter: int = _DEFAULT.niter,
+    max_size_fraction: float = _DEFAULT.max_size_fraction,
+    min_seed_count: int = _DEFAULT.min_seed_count,
     device=None,
 ) -> Tracked:
     """Steps 1 and 2 of :func:`flows_to_labels`: the masks before quality control."""
@@ -408,8 +413,8 @@ def finish_labels(
     masks: Tracked | np.ndarray,
     errors: np.ndarray | None = None,
     *,
-    flow_threshold: float | None = None,
-    min_size: int = 15,
+    flow_threshold: float | None,
+    min_size: int = _DEFAULT.min_size,
 ) -> np.ndarray:
     """Drop masks failing quality control or smaller than ``min_size``; fill holes; renumber.
 
@@ -447,12 +452,12 @@ def flows_to_labels(
     flows,
     cellprob,
     *,
-    cellprob_threshold: float = 0.5,
-    flow_threshold: float | None = 0.4,
-    min_size: int = 15,
-    niter: int = 200,
-    max_size_fraction: float = 0.4,
-    min_seed_count: int = 10,
+    cellprob_threshold: float = _DEFAULT.cellprob_threshold[0],
+    flow_threshold: float | None = _DEFAULT.flow_threshold[0],
+    min_size: int = _DEFAULT.min_size,
+    niter: int = _DEFAULT.niter,
+    max_size_fraction: float = _DEFAULT.max_size_fraction,
+    min_seed_count: int = _DEFAULT.min_seed_count,
     device=None,
 ) -> np.ndarray:
     """Flows + cell probability -> instance labels (the ``flow`` family's post-processing).

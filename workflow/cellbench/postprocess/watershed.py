@@ -42,7 +42,7 @@ def clean_labels(labels: np.ndarray, min_size: int = 0, fill_holes: bool = True)
 
 
 def distance_watershed(
-    foreground: np.ndarray, *, min_distance: int = 5, min_size: int = 15, smooth: float = 1.0
+    foreground: np.ndarray, *, min_distance: int, min_size: int, distance_sigma: float = 1.0
 ) -> np.ndarray:
     """Split a binary foreground into instances: distance-transform peaks seed a watershed.
 
@@ -51,7 +51,7 @@ def distance_watershed(
     foreground : ``(H, W)`` bool mask of cell pixels.
     min_distance : minimum distance in px between two seeds (about the smallest cell radius).
     min_size : instances smaller than this (px) are removed.
-    smooth : Gaussian sigma applied to the distance map before peak finding.
+    distance_sigma : Gaussian sigma applied to the distance map before peak finding.
 
     Returns
     -------
@@ -62,8 +62,8 @@ def distance_watershed(
     if not foreground.any():
         return np.zeros(foreground.shape, np.int32)
     dist = ndi.distance_transform_edt(foreground)
-    if smooth > 0:
-        dist = ndi.gaussian_filter(dist, smooth)
+    if distance_sigma > 0:
+        dist = ndi.gaussian_filter(dist, distance_sigma)
     components, _ = ndi.label(foreground)
     peaks = peak_local_max(
         dist, min_distance=max(1, int(min_distance)), labels=components, exclude_border=False
@@ -82,11 +82,11 @@ def seeded_watershed(
     interior: np.ndarray,
     foreground: np.ndarray,
     *,
-    seed_threshold: float = 0.6,
-    mask_threshold: float = 0.5,
-    min_size: int = 15,
+    seed_threshold: float,
+    mask_threshold: float,
+    min_size: int,
+    split_h: float,
     min_seed_size: int = 4,
-    split_h: float = 0.0,
 ) -> np.ndarray:
     """Instances from interior / foreground probabilities (3-class U-Net output).
 

@@ -352,7 +352,7 @@ def render_report(params: Params, data: Path, results: Path, out: Path) -> Path:
 
     collected = collect_results(params, results)
     datasets, models = list(params.run_datasets), list(params.run_models)
-    title = params.report.get("title", "cellbench report")
+    title = params.report.title
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='meta'>cellbench {__version__} · generated "

@@ -1,0 +1,208 @@
+"""Options of every model family: the only place their defaults are written.
+
+Imported by the Snakefile at parse time through the registry, so this module
+imports neither torch nor scikit-image. Classes:
+
+- :class:`TrainingOptions`: the training loop's settings (every family that trains);
+- :class:`NetworkOptions`: plus the segmentation-models-pytorch U-Net settings;
+- :class:`ClassicalOptions`, :class:`UNetOptions`, :class:`FlowOptions`: one per family;
+- ``*Thresholds``: one tuned post-processing setting of a family (what
+  ``thresholds.json`` selects); their fields have no defaults: the candidates come
+  from the family's options (the lists ``seed_threshold``, ``cellprob_threshold``, ...).
+
+The defaults are the settings measured in BENCHMARKS.md (the values params.yaml uses).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+
+from cellbench.models.encoders import SMP_ENCODERS, TIMM_PREFIX, check_encoder
+from cellbench.options import Options
+
+__all__ = [
+    "ClassicalOptions",
+    "ClassicalThresholds",
+    "FlowOptions",
+    "FlowThresholds",
+    "NetworkOptions",
+    "TrainingOptions",
+    "UNetOptions",
+    "UNetThresholds",
+]
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+Encoder = Annotated[
+    str,
+    AfterValidator(check_encoder),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"enum": list(SMP_ENCODERS)},
+                {"type": "string", "pattern": f"^{TIMM_PREFIX}[A-Za-z0-9_.-]+$"},
+            ]
+        }
+    ),
+]
+
+
+class TrainingOptions(Options):
+    """Settings of the generic training loop (:mod:`cellbench.train`)."""
+
+    epochs: int = Field(30, ge=1, description="training epochs (passes of samples_per_epoch)")
+    batch_size: int = Field(8, ge=1, description="patches per optimiser step")
+    patch_size: int = Field(
+        128, ge=32, multiple_of=32, description="side of the square training crops, px"
+    )
+    samples_per_epoch: int = Field(192, ge=1, description="random crops drawn per epoch")
+    learning_rate: float = Field(
+        0.003, gt=0, description="peak learning rate of the one-cycle schedule (AdamW)"
+    )
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    val_every: int = Field(1, ge=1, description="compute the validation loss every N epochs")
+    patience: int = Field(
+        0, ge=0, description="stop after N validations without improvement (0 = never stop early)"
+    )
+
+
+class NetworkOptions(TrainingOptions):
+    """A segmentation-models-pytorch U-Net: training settings plus the architecture."""
+
+    encoder: Encoder = Field(
+        "resnet18", description="segmentation-models-pytorch encoder (or 'tu-<timm model>')"
+    )
+    encoder_weights: (
+        Literal["imagenet", "ssl", "swsl", "instagram", "noisy-student", "advprop"] | None
+    ) = Field(None, description="pretrained encoder weights (need the internet); null = random")
+    encoder_depth: int = Field(4, ge=3, le=5, description="encoder stages (downsamplings)")
+    decoder_channels: tuple[PositiveInt, ...] = Field(
+        (64, 32, 16, 16),
+        min_length=3,
+        max_length=5,
+        description="channels of each decoder block; the first encoder_depth are used",
+    )
+    attention: Literal["none", "scse"] = Field(
+        "none", description="decoder attention: none or scse (spatial + channel squeeze-excite)"
+    )
+    in_channels: int = Field(
+        1, ge=1, le=4, description="image channels fed to the network (grey = 1)"
+    )
+    min_size: int = Field(15, ge=0, description="instances smaller than this (px) are removed")
+
+    @model_validator(mode="after")
+    def _decoder_fits_depth(self) -> Self:
+        if len(self.decoder_channels) < self.encoder_depth:
+            raise ValueError(
+                f"decoder_channels has {len(self.decoder_channels)} entries but encoder_depth "
+                f"is {self.encoder_depth}: give at least one channel count per encoder stage"
+            )
+        return self
+
+
+class ClassicalOptions(Options):
+    """``classical``: Otsu threshold + distance-transform watershed (no network)."""
+
+    polarity: Literal["auto", "bright", "dark"] = Field(
+        "auto", description="object polarity; auto = the side of the histogram's long tail"
+    )
+    smooth: float = Field(1.0, ge=0, description="Gaussian sigma (px) applied before Otsu")
+    min_size: int = Field(15, ge=0, description="instances smaller than this (px) are removed")
+    in_channels: int = Field(1, ge=1, le=4, description="image channels read (averaged)")
+    threshold_scale: tuple[Positive, ...] = Field(
+        (1.0, 0.8, 0.9, 1.1, 1.2),
+        min_length=1,
+        description="tuning grid: factors applied to the Otsu threshold (first = default)",
+    )
+    min_distance: tuple[PositiveInt, ...] = Field(
+        (5, 3, 4, 7, 9),
+        min_length=1,
+        description="tuning grid: minimum seed distance of the watershed, px (first = default)",
+    )
+
+
+class ClassicalThresholds(Options):
+    """One tuned ``classical`` post-processing setting."""
+
+    threshold_scale: float = Field(gt=0, description="factor applied to the Otsu threshold")
+    min_distance: int = Field(ge=1, description="minimum seed distance, px")
+
+
+class UNetOptions(NetworkOptions):
+    """``unet``: background / interior / boundary U-Net, seeded watershed."""
+
+    boundary_width: int = Field(2, ge=1, description="boundary class thickness, px")
+    class_weights: tuple[NonNegative, ...] = Field(
+        (1.0, 1.0, 2.0),
+        min_length=3,
+        max_length=3,
+        description="cross-entropy weights of background, interior, boundary",
+    )
+    seed_threshold: tuple[Probability, ...] = Field(
+        (0.7, 0.5, 0.8, 0.9),
+        min_length=1,
+        description="tuning grid: interior probability that makes a seed (first = default)",
+    )
+    mask_threshold: tuple[Probability, ...] = Field(
+        (0.5,),
+        min_length=1,
+        description="tuning grid: 1 - P(background) that makes a cell pixel",
+    )
+    split_h: tuple[NonNegative, ...] = Field(
+        (1.0, 2.0, 0.0),
+        min_length=1,
+        description="tuning grid: h-maxima depth (px) splitting pinched seeds; 0 = no split",
+    )
+
+
+class UNetThresholds(Options):
+    """One tuned ``unet`` post-processing setting."""
+
+    seed_threshold: float = Field(ge=0, le=1, description="interior probability of a seed")
+    mask_threshold: float = Field(ge=0, le=1, description="1 - P(background) of a cell pixel")
+    split_h: float = Field(ge=0, description="h-maxima depth splitting pinched seeds, px")
+
+
+class FlowOptions(NetworkOptions):
+    """``flow``: Cellpose-style flows + cell probability, flow tracking."""
+
+    contour_weight: float = Field(
+        0.0, ge=0, description="contour-aware loss: extra weight near contours (0 = off)"
+    )
+    contour_sigma: float = Field(
+        2.0, gt=0, description="contour-aware loss: width (px) of the weighted band"
+    )
+    niter: int = Field(200, ge=1, description="Euler steps of the flow tracking")
+    max_size_fraction: float = Field(
+        0.4, gt=0, le=1, description="masks larger than this fraction of the image are dropped"
+    )
+    min_seed_count: int = Field(
+        10, ge=0, description="a cluster seed needs more than this many converged pixels"
+    )
+    postprocess_device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="device of the flow tracking"
+    )
+    cellprob_threshold: tuple[Probability, ...] = Field(
+        (0.5, 0.3, 0.4, 0.6),
+        min_length=1,
+        description="tuning grid: cell probability threshold (0.5 = Cellpose's logit 0)",
+    )
+    flow_threshold: tuple[NonNegative | None, ...] = Field(
+        (0.4, 0.6, 0.8, 0.0),
+        min_length=1,
+        description="tuning grid: Cellpose's flow-error quality control; 0 or null = off",
+    )
+
+
+class FlowThresholds(Options):
+    """One tuned ``flow`` post-processing setting."""
+
+    cellprob_threshold: float = Field(ge=0, le=1, description="cell probability threshold")
+    flow_threshold: float | None = Field(
+        ge=0, description="flow-error quality control threshold; 0 or null = off"
+    )
