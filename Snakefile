@@ -12,6 +12,12 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
+# A syntax error in params.yaml is reported with its line (Snakemake's own message has none).
+from cellbench.config import read_params_file
+
+read_params_file("params.yaml")
+
+
 configfile: "params.yaml"
 
 

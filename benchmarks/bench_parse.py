@@ -29,6 +29,7 @@ FILES = ("Snakefile", "params.yaml", "workflow")
 
 def stage(src: Path, dst: Path) -> Path:
     """A project folder with the workflow files of ``src`` and no results."""
+    dst.mkdir(parents=True)
     for name in FILES:
         if (src / name).is_dir():
             shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -45,7 +46,7 @@ def dry_run(project: Path) -> tuple[float, bool]:
         "PYTHONPATH": str(project / "workflow"),
     }
     probe = (
-        "import runpy, sys; sys.argv = ['snakemake', '-n', '-q', 'results/report.html'];\n"
+        "import runpy, sys; sys.argv = ['snakemake', '-n', 'results/report.html'];\n"
         "import atexit; atexit.register(lambda: print('TORCH', 'torch' in sys.modules, "
         "file=sys.stderr));\n"
         "from snakemake.cli import main; main()"

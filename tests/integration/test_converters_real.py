@@ -22,6 +22,7 @@ from cellbench.datasets import get_dataset
 from cellbench.datasets.base import (
     LOCAL_MARKER,
     ConvertedWriter,
+    convert_dataset,
     raw_root,
     read_index,
 )
@@ -181,6 +182,32 @@ def test_bbbc009_outlines_filled(shared_data, tmp_path):
         grown = read_labels(tmp_path / "b" / "labels" / f"{stem}.tif")
         assert (grown[expected > 0] > 0).all() and (grown > 0).sum() > (expected > 0).sum()
         assert not grown[~ndi.binary_fill_holes(outline)].any()
+
+
+def test_bbbc009_gap_rule_keeps_every_cell(shared_data, tmp_path):
+    """The gap rule on the real outlines: nothing changes at the default min_area (the
+    gaps between touching cells here are all under 30 px); with min_area 10 the two
+    slivers walled in by touching cells in 6hr-001 are dropped, and no cell is lost."""
+    raw = shared_data / "bbbc009"
+    low = _convert(
+        get_dataset(_cfg("bbbc009", min_area=10, outline_pixels="background")), raw, tmp_path / "a"
+    )
+    expected_low = {"6hr-001-DIC": 33, "6hr-002-DIC": 48, "48hr-001-DIC": 45}
+    for stem, count in expected_low.items():
+        outline = tifffile.imread(raw / "outlines" / f"{stem}.tif")
+        cells = _bbbc009_interiors(outline)  # min_area 30: the cells (checked by eye)
+        candidates = _bbbc009_interiors(outline, min_area=10)
+        got = read_labels(tmp_path / "a" / "labels" / f"{stem}.tif")
+        assert low.loc[stem, "n_instances"] == count == got.max()
+        for value in np.unique(cells[cells > 0]):  # every cell kept whole, alone
+            inst = got[cells == value]
+            assert inst.min() > 0 and len(np.unique(inst)) == 1
+            assert (got == inst[0]).sum() == (cells == value).sum()
+        values = np.unique(candidates[candidates > 0])
+        dropped = [v for v in values if not got[candidates == v].any()]
+        assert len(dropped) == len(values) - count
+        sizes = sorted(int((candidates == v).sum()) for v in dropped)
+        assert sizes == ([15, 24] if stem == "6hr-001-DIC" else [])
 
 
 # --------------------------------------------------------------------------------------
@@ -368,3 +395,24 @@ def test_local_ctc_through_raw_root(shared_data, tmp_path):
     for image_id, row in index.iterrows():
         labels = read_labels(out / "labels" / f"{image_id}.tif")
         assert labels.max() == row["n_instances"] and labels.shape == (row["height"], row["width"])
+
+
+def test_local_ctc_with_only_sequence_02_without_download(shared_data, tmp_path):
+    """`source: local` + `path:`, convert without the download stage, only sequence 02."""
+    real = shared_data / "ctc" / "DIC-C2DH-HeLa"
+    data = tmp_path / "mine" / "DIC-C2DH-HeLa"
+    data.mkdir(parents=True)
+    os.symlink(real / "01", data / "02")
+    os.symlink(real / "01_GT", data / "02_GT")
+    cfg = DatasetConfig(
+        name="hela",
+        kind="ctc",
+        source="local",
+        path=str(tmp_path / "mine"),
+        options={"name": "DIC-C2DH-HeLa"},
+    )
+    raw_dir = tmp_path / "data" / "raw" / "hela"  # no pointer: download never ran
+    index = convert_dataset(get_dataset(cfg), raw_dir, tmp_path / "data" / "converted" / "hela")
+    assert len(index) == 6 and set(index["sequence"]) == {"02"}
+    assert list(index.sort_values("frame")["frame"]) == [2, 5, 21, 31, 33, 34]
+    assert set(index["group"]) == {"DIC-C2DH-HeLa/02"}

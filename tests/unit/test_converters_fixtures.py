@@ -9,6 +9,7 @@ Also covers the RLE codec and the common overlap rule.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from pathlib import Path
 
@@ -18,9 +19,17 @@ import pytest
 import tifffile
 from cellbench.config import DatasetConfig
 from cellbench.datasets import bbbc, get_dataset, rle
-from cellbench.datasets.base import ConvertedWriter, masks_to_labels, read_index
-from cellbench.io import read_image, read_labels
+from cellbench.datasets.base import (
+    LOCAL_MARKER,
+    ConvertedWriter,
+    convert_dataset,
+    masks_to_labels,
+    read_index,
+)
+from cellbench.io import CellbenchIOError, read_image, read_labels
 from PIL import Image
+from rle_reference import decode_loop
+from scipy import ndimage as ndi
 
 # --------------------------------------------------------------------------------------
 # helpers (independent of the code under test)
@@ -41,17 +50,6 @@ def _encode_runs(mask: np.ndarray, order: str) -> str:
         else:
             i += 1
     return " ".join(runs)
-
-
-def _decode_loop(rle_text: str, shape: tuple[int, int], order: str) -> np.ndarray:
-    """Test-local Kaggle RLE decoder written as a plain loop."""
-    h, w = shape
-    flat = np.zeros(h * w, dtype=bool)
-    values = [int(v) for v in rle_text.split()]
-    for start, length in zip(values[0::2], values[1::2], strict=True):
-        for p in range(start - 1, start - 1 + length):
-            flat[p] = True
-    return flat.reshape((h, w), order=order)
 
 
 def _expected_labels(masks: list[np.ndarray]) -> list[np.ndarray]:
@@ -123,7 +121,7 @@ def test_rle_orders_differ_and_match_loop_decoder():
     text = "5 4 12 3"  # crosses a column (F) / row (C) boundary
     for order in ("F", "C"):
         assert np.array_equal(
-            rle.rle_decode(text, shape, order=order), _decode_loop(text, shape, order)
+            rle.rle_decode(text, shape, order=order), decode_loop(text, shape, order)
         )
     assert not np.array_equal(
         rle.rle_decode(text, shape, order="F"), rle.rle_decode(text, shape, order="C")
@@ -439,7 +437,11 @@ def test_bbbc007_outlines(tmp_path):
         (raw / top / "A9").mkdir(parents=True)
         tifffile.imwrite(raw / top / "A9" / "A9 p10d.tif", arrays[0])
         tifffile.imwrite(raw / top / "A9" / "A9 p10f.tif", arrays[1])
-    index = _convert(get_dataset(_cfg("bbbc007", outline_pixels="background")), raw, tmp_path / "n")
+    index = _convert(
+        get_dataset(_cfg("bbbc007", outline_pixels="background", drop_gaps=True)),
+        raw,
+        tmp_path / "n",
+    )
     (image_id,) = index.index
     assert image_id == "A9_A9_p10d" and index.loc[image_id, "group"] == "A9"
     _assert_partition(read_labels(tmp_path / "n" / "labels" / f"{image_id}.tif"), nuc_in)
@@ -458,9 +460,11 @@ def test_bbbc007_outlines(tmp_path):
 
 def test_outline_mask_handles_inverted_reading():
     strokes, interiors = _outline_drawing((20, 20), [(2, 10, 2, 10)])
-    normal = bbbc.outlines_to_labels(strokes, min_area=30, outline_pixels="background")
+    normal = bbbc.outlines_to_labels(
+        strokes, min_area=30, outline_pixels="background", drop_gaps=True
+    )
     inverted = bbbc.outlines_to_labels(  # PIL-style MinIsWhite
-        ~strokes, min_area=30, outline_pixels="background"
+        ~strokes, min_area=30, outline_pixels="background", drop_gaps=True
     )
     assert np.array_equal(normal, inverted)
     _assert_partition(normal, interiors)
@@ -493,7 +497,11 @@ def test_bbbc018_dib_and_outlines(tmp_path):
     Image.fromarray(nuc.astype(np.uint8) * 255).save(
         raw / "BBBC018_v1_outlines" / "00733-nuclei.png"
     )
-    index = _convert(get_dataset(_cfg("bbbc018", outline_pixels="background")), raw, tmp_path / "o")
+    index = _convert(
+        get_dataset(_cfg("bbbc018", outline_pixels="background", drop_gaps=True)),
+        raw,
+        tmp_path / "o",
+    )
     assert list(index.index) == ["00733-nuclei"]
     image = read_image(tmp_path / "o" / "images" / "00733-nuclei.tif")
     assert image.dtype == np.uint16 and np.array_equal(image, channels["DNA"])  # not flipped
@@ -642,3 +650,341 @@ def test_folder_without_pairs_says_what_to_do(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="_img.png next to"):
         _convert(get_dataset(_cfg("folder")), tmp_path / "empty", tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------------
+# The convert stage with `source: local`: read from `path:`, with or without the pointer
+# --------------------------------------------------------------------------------------
+
+
+def _images_labels_folder(root: Path, names=("a", "b")) -> np.ndarray:
+    """A tiny images/ + labels/ folder; returns the label image used for every name."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    ids = np.zeros((10, 12), np.uint16)
+    ids[1:4, 1:4], ids[5:9, 6:11] = 4, 9
+    for name in names:
+        tifffile.imwrite(root / "images" / f"{name}.tif", np.full((10, 12), 7, np.uint8))
+        tifffile.imwrite(root / "labels" / f"{name}.tif", ids)
+    return ids
+
+
+def _local_cfg(path: Path, name: str = "mine", **options) -> DatasetConfig:
+    return DatasetConfig(name=name, kind="folder", source="local", path=str(path), options=options)
+
+
+def test_local_dataset_is_read_from_path_without_download(tmp_path):
+    """`cellbench convert` before (or without) `download`: the originals come from path:."""
+    data = tmp_path / "my data"
+    _images_labels_folder(data)
+    raw = tmp_path / "data" / "raw" / "mine"  # never created: download did not run
+    out = tmp_path / "data" / "converted" / "mine"
+    index = convert_dataset(get_dataset(_local_cfg(data)), raw, out)
+    assert sorted(index["id"]) == ["a", "b"] and list(index["n_instances"]) == [2, 2]
+    assert (out / "labels" / "a.tif").is_file() and not raw.exists()
+    # a pointer that agrees (download ran) changes nothing
+    raw.mkdir(parents=True)
+    (raw / LOCAL_MARKER).write_text(json.dumps({"path": str(data), "kind": "folder"}))
+    assert len(convert_dataset(get_dataset(_local_cfg(data)), raw, out)) == 2
+
+
+def test_local_dataset_pointer_elsewhere_or_missing_path_says_so(tmp_path):
+    data, other = tmp_path / "new", tmp_path / "old"
+    _images_labels_folder(data)
+    _images_labels_folder(other)
+    raw = tmp_path / "raw" / "mine"
+    raw.mkdir(parents=True)
+    (raw / LOCAL_MARKER).write_text(json.dumps({"path": str(other), "kind": "folder"}))
+    with pytest.raises(ValueError) as err:
+        convert_dataset(get_dataset(_local_cfg(data)), raw, tmp_path / "out")
+    msg = str(err.value)
+    assert str(other) in msg and str(data) in msg and "datasets.mine.path" in msg
+    assert "delete" in msg and not (tmp_path / "out").exists()
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError) as err:
+        convert_dataset(get_dataset(_local_cfg(missing)), tmp_path / "raw2", tmp_path / "out")
+    msg = str(err.value)
+    assert "datasets.mine.path" in msg and str(missing) in msg and "is not a folder" in msg
+
+
+def test_downloadable_dataset_without_raw_folder_says_run_download(tmp_path):
+    cfg = DatasetConfig(name="b39", kind="bbbc039")
+    with pytest.raises(FileNotFoundError, match=r"Run the download stage first.*--dataset b39"):
+        convert_dataset(get_dataset(cfg), tmp_path / "raw" / "b39", tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------------
+# CTC: a dataset with only sequence 02; what was looked for and found
+# --------------------------------------------------------------------------------------
+
+
+def _ctc_sequence(root: Path, seq: str, frames=(0, 1, 2), truth="GT") -> None:
+    """CTC layout: <root>/<seq>/tNNN.tif and <root>/<seq>_<truth>/SEG/man_segNNN.tif."""
+    (root / seq).mkdir(parents=True)
+    (root / f"{seq}_{truth}" / "SEG").mkdir(parents=True)
+    for f in frames:
+        tifffile.imwrite(root / seq / f"t{f:03d}.tif", np.full((8, 9), f, np.uint16))
+        seg = np.zeros((8, 9), np.uint16)
+        seg[1:3, 1:3], seg[5:7, 4:8] = 17, 3
+        tifffile.imwrite(root / f"{seq}_{truth}" / "SEG" / f"man_seg{f:03d}.tif", seg)
+
+
+def test_ctc_with_only_sequence_02_converts(tmp_path):
+    data = tmp_path / "ctc"
+    _ctc_sequence(data / "Fluo-N2DH-SIM+", "02")
+    cfg = DatasetConfig(
+        name="sim", kind="ctc", source="local", path=str(data), options={"name": "Fluo-N2DH-SIM+"}
+    )
+    index = convert_dataset(get_dataset(cfg), tmp_path / "raw" / "sim", tmp_path / "out")
+    assert list(index["id"]) == [f"Fluo-N2DH-SIM+_02_t{f:03d}" for f in range(3)]
+    assert set(index["sequence"]) == {"02"} and list(index["frame"]) == [0, 1, 2]
+    assert set(index["n_instances"]) == {2} and set(index["official_split"]) == {""}
+    # the same when path: is the dataset folder itself
+    cfg = DatasetConfig(
+        name="sim",
+        kind="ctc",
+        source="local",
+        path=str(data / "Fluo-N2DH-SIM+"),
+        options={"name": "Fluo-N2DH-SIM+", "frame_blocks": 3},
+    )
+    index = convert_dataset(get_dataset(cfg), tmp_path / "raw" / "sim", tmp_path / "out")
+    assert index["group"].nunique() == 3
+
+
+def test_ctc_not_found_describes_what_was_looked_for_and_found(tmp_path):
+    data = tmp_path / "ctc"
+    _ctc_sequence(data / "Fluo-N2DH-GOWT1", "02")
+    source = get_dataset(_cfg("ctc", name="DIC-C2DH-HeLa"))
+    with pytest.raises(FileNotFoundError) as err:
+        _convert(source, data, tmp_path / "out")
+    msg = str(err.value)
+    assert "01/t000.tif" not in msg
+    assert str(data / "DIC-C2DH-HeLa") in msg and "two-digit" in msg
+    assert "found in" in msg and "Fluo-N2DH-GOWT1/" in msg
+    assert "Fluo-N2DH-GOWT1/ holds sequence folders 02" in msg
+    assert "datasets.my_ctc.options.name" in msg
+    # sequence folders without the chosen truth: the sequences present are named
+    (data / "Fluo-N2DH-GOWT1" / "02_GT").rename(data / "Fluo-N2DH-GOWT1" / "02_ST")
+    with pytest.raises(FileNotFoundError) as err:
+        _convert(get_dataset(_cfg("ctc", name="Fluo-N2DH-GOWT1")), data, tmp_path / "out")
+    msg = str(err.value)
+    assert "found sequence folders: 02" in msg and "02_GT/SEG/man_segNNN.tif" in msg
+    assert "set 'truth: ST'" in msg
+
+
+def test_ctc_label_file_without_frame_is_named_and_counted(tmp_path, caplog):
+    root = tmp_path / "ctc" / "Fluo-N2DH-SIM+"
+    _ctc_sequence(root, "01")
+    (root / "01" / "t002.tif").unlink()
+    caplog.set_level(logging.WARNING)
+    writer = ConvertedWriter(tmp_path / "out")
+    get_dataset(_cfg("ctc", name="Fluo-N2DH-SIM+")).convert(tmp_path / "ctc", writer)
+    index = writer.finish()
+    assert len(index) == 2 and index.attrs["skipped_files"] == 1
+    assert "man_seg002.tif" in caplog.text and "no frame t002.tif" in caplog.text
+
+
+# --------------------------------------------------------------------------------------
+# Outlines: a gap enclosed by touching outlined cells is not a cell
+# --------------------------------------------------------------------------------------
+
+
+def _circle_drawing(shape, centres, radius):
+    """1-px circle outlines (each cell its own closed stroke); returns strokes, interiors."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    strokes = np.zeros(shape, dtype=bool)
+    interiors = []
+    for cy, cx in centres:
+        d = np.hypot(yy - cy, xx - cx)
+        strokes |= np.abs(d - radius) <= 0.75
+        interiors.append(d < radius - 0.75)
+    return strokes, interiors
+
+
+def _three_touching(radius=25):
+    """Three outlined cells, pairwise touching, enclosing a curved-triangle gap."""
+    r = radius
+    centres = [(r + 5, r + 5), (r + 5, 3 * r + 5), (r + 5 + r * np.sqrt(3), 2 * r + 5)]
+    strokes, interiors = _circle_drawing((4 * r + 10, 4 * r + 10), centres, r)
+    enclosed = ndi.binary_fill_holes(strokes) & ~strokes
+    gap = enclosed & ~np.any(interiors, axis=0)
+    return strokes, interiors, gap
+
+
+@pytest.mark.parametrize("radius", [20, 25, 40])
+def test_gap_enclosed_by_three_touching_cells_is_dropped(radius):
+    strokes, interiors, gap = _three_touching(radius)
+    pieces, n = ndi.label(gap)  # pixel strokes may cut off 1-px specks at the tangents
+    sizes = ndi.sum(gap, pieces, range(1, n + 1))
+    main = pieces == 1 + int(np.argmax(sizes))
+    assert main.sum() >= 30  # a real gap, not below min_area
+    labels = bbbc.outlines_to_labels(
+        strokes, min_area=30, outline_pixels="background", drop_gaps=True
+    )
+    _assert_partition(labels, interiors)
+    assert not labels[gap].any()
+    # without the rule the gap is a fourth "cell": the test can fail
+    before = bbbc.outlines_to_labels(
+        strokes, min_area=30, outline_pixels="background", drop_gaps=False
+    )
+    assert before.max() == 4 and (before[main] > 0).all()
+    # outline_pixels: assign gives strokes to the cells, never fills the gap
+    grown = bbbc.outlines_to_labels(strokes, min_area=30, outline_pixels="assign", drop_gaps=True)
+    assert grown.max() == 3 and not grown[gap].any()
+    for inner in interiors:
+        assert len(np.unique(grown[inner])) == 1
+
+
+def test_cell_surrounded_by_touching_cells_is_kept():
+    """Seven cells in a hexagon: the middle one is walled in but convex, so it stays."""
+    r = 22
+    angles = np.arange(6) * np.pi / 3
+    centres = [(80, 80)] + [(80 + 2 * r * np.sin(a), 80 + 2 * r * np.cos(a)) for a in angles]
+    strokes, interiors = _circle_drawing((160, 160), centres, r)
+    gaps = ndi.binary_fill_holes(strokes) & ~strokes & ~np.any(interiors, axis=0)
+    gap_ids, n_gaps = ndi.label(gaps)
+    assert n_gaps == 6 and min(ndi.sum(gaps, gap_ids, range(1, 7))) > 30
+    labels = bbbc.outlines_to_labels(
+        strokes, min_area=30, outline_pixels="background", drop_gaps=True
+    )
+    _assert_partition(labels, interiors)
+
+
+def test_bbbc009_converter_drops_the_gap(tmp_path):
+    """BBBC009 layout (MinIsWhite outline TIFF), default options."""
+    strokes, interiors, gap = _three_touching()
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    (raw / "outlines").mkdir()
+    image = np.random.default_rng(9).integers(0, 255, strokes.shape, dtype=np.uint8)
+    tifffile.imwrite(raw / "images" / "6hr-009-DIC.tif", image)
+    tifffile.imwrite(raw / "outlines" / "6hr-009-DIC.tif", strokes, photometric="miniswhite")
+    assert tifffile.imread(raw / "outlines" / "6hr-009-DIC.tif").sum() == strokes.sum()
+    index = _convert(get_dataset(_cfg("bbbc009")), raw, tmp_path / "out")
+    assert index.loc["6hr-009-DIC", "n_instances"] == 3
+    labels = read_labels(tmp_path / "out" / "labels" / "6hr-009-DIC.tif")
+    assert not labels[gap].any()
+
+
+# --------------------------------------------------------------------------------------
+# Errors name the file and the fix; files left out are named and counted
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_writer_refuses_non_finite_pixels_naming_the_file(tmp_path, bad):
+    writer = ConvertedWriter(tmp_path / "out")
+    image = np.ones((6, 7), np.float32)
+    image[2, 3] = bad
+    labels = np.zeros((6, 7), np.int32)
+    with pytest.raises(CellbenchIOError) as err:
+        writer.add("img_1", image, labels, origin=tmp_path / "raw" / "img 1.tif")
+    msg = str(err.value)
+    assert "image img_1" in msg and "raw/img 1.tif" in msg and "1 of 42" in msg
+    assert "not finite" in msg and "Replace them" in msg
+    assert not (tmp_path / "out" / "images" / "img_1.tif").exists() and not writer.rows
+    colour = np.ones((6, 7, 3), np.float64)
+    colour[0, 0, 1] = bad
+    with pytest.raises(CellbenchIOError, match="image img_2:"):  # no origin known
+        writer.add("img_2", colour, labels)
+    writer.add("img_3", np.ones((6, 7), np.float32), labels)  # finite floats are fine
+    assert len(writer.finish()) == 1
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (np.full((6, 7), 1.5), "float64 values, not integers"),
+        (np.full((6, 7), np.nan), "NaN or infinite"),
+        (np.full((6, 7), -2, np.int16), "negative values"),
+        (np.ones((6, 7), bool), "yes/no mask"),
+        (np.ones((6, 8), np.int32), "differs from the image's (6, 7)"),
+    ],
+)
+def test_writer_label_errors_name_the_label_file_and_fix(tmp_path, labels, expected):
+    writer = ConvertedWriter(tmp_path / "out")
+    with pytest.raises(CellbenchIOError) as err:
+        writer.add(
+            "x", np.zeros((6, 7), np.uint8), labels, origin="a.tif", label_origin="masks/a.png"
+        )
+    msg = str(err.value)
+    assert "labels of image x (from masks/a.png)" in msg and expected in msg
+    assert "integer" in msg or "belongs to this image" in msg
+
+
+@pytest.mark.parametrize(
+    ("mask", "expected"),
+    [
+        (np.array([[0.0, 1.5], [2.0, 2.0]], np.float32), "non-integer values"),
+        (np.array([[0, -1], [2, 2]], np.int16), "negative values"),
+    ],
+)
+def test_folder_mask_problems_name_the_file_and_fix(tmp_path, mask, expected):
+    raw = tmp_path / "mine"
+    (raw / "images").mkdir(parents=True)
+    (raw / "labels").mkdir()
+    tifffile.imwrite(raw / "images" / "cellA.tif", np.zeros((2, 2), np.uint8))
+    tifffile.imwrite(raw / "labels" / "cellA.tif", mask)
+    with pytest.raises(CellbenchIOError) as err:
+        _convert(get_dataset(_cfg("folder")), raw, tmp_path / "out")
+    msg = str(err.value)
+    assert str(raw / "labels" / "cellA.tif") in msg and expected in msg
+    assert "Save it as a single-channel integer image" in msg
+
+
+def test_folder_unpaired_files_are_named_and_counted(tmp_path, caplog):
+    raw = tmp_path / "mine"
+    _images_labels_folder(raw, names=("a", "b"))
+    tifffile.imwrite(raw / "labels" / "orphan.tif", np.ones((10, 12), np.uint16))
+    tifffile.imwrite(raw / "images" / "lonely.tif", np.ones((10, 12), np.uint8))
+    caplog.set_level(logging.WARNING)
+    writer = ConvertedWriter(tmp_path / "out")
+    get_dataset(_cfg("folder")).convert(raw, writer)
+    index = writer.finish()
+    assert sorted(index["id"]) == ["a", "b"] and index.attrs["skipped_files"] == 2
+    assert sorted(Path(p).name for p, _ in writer.skipped) == ["lonely.tif", "orphan.tif"]
+    assert str(raw / "labels" / "orphan.tif") in caplog.text
+    assert "label file with no image of the same name" in caplog.text
+    assert "2 source file(s) skipped" in caplog.text
+    # Cellpose layout: a mask without its image
+    cp = tmp_path / "cp"
+    cp.mkdir()
+    tifffile.imwrite(cp / "x_img.tif", np.ones((5, 5), np.uint8))
+    tifffile.imwrite(cp / "x_masks.tif", np.eye(5, dtype=np.uint16))
+    tifffile.imwrite(cp / "y_masks.tif", np.eye(5, dtype=np.uint16))
+    caplog.clear()
+    writer = ConvertedWriter(tmp_path / "out2")
+    get_dataset(_cfg("folder")).convert(cp, writer)
+    assert len(writer.finish()) == 1 and [Path(p).name for p, _ in writer.skipped] == [
+        "y_masks.tif"
+    ]
+    assert "y_masks.tif: mask with no image y_img.* next to it; skipped" in caplog.text
+
+
+def test_bbbc039_mask_without_image_is_named(tmp_path, caplog):
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    (raw / "masks").mkdir()
+    tifffile.imwrite(raw / "images" / "IXMtest_A01_s1_w1X.tif", np.ones((6, 6), np.uint16))
+    mask = np.zeros((6, 6, 4), np.uint8)
+    mask[..., 3], mask[1:3, 1:3, 0] = 255, 1
+    for stem in ("IXMtest_A01_s1_w1X", "IXMtest_B02_s1_w1Y"):
+        Image.fromarray(mask).save(raw / "masks" / f"{stem}.png")
+    caplog.set_level(logging.WARNING)
+    writer = ConvertedWriter(tmp_path / "out")
+    get_dataset(_cfg("bbbc039")).convert(raw, writer)
+    assert len(writer.finish()) == 1 and len(writer.skipped) == 1
+    assert "IXMtest_B02_s1_w1Y.png: mask with no image" in caplog.text
+
+
+def test_sartorius_bad_rle_names_the_file_line_and_fix(tmp_path):
+    raw = tmp_path / "raw"
+    _sartorius_fixture(raw)
+    table = pd.read_csv(raw / "train.csv", dtype=str)
+    table.loc[3, "annotation"] = "5 3 7"  # odd number of values
+    table.to_csv(raw / "train.csv", index=False)
+    with pytest.raises(CellbenchIOError) as err:
+        _convert(get_dataset(_cfg("sartorius")), raw, tmp_path / "out")
+    msg = str(err.value)
+    assert str(raw / "train.csv") in msg and "line 5" in msg and "odd number" in msg
+    assert "original train.csv" in msg

@@ -482,3 +482,123 @@ def test_kaggle_dsb_bundle_is_unpacked_and_converted(no_kaggle_env, tmp_path, mo
     index = writer.finish().set_index("id")
     assert index.loc[iid, "n_instances"] == 1 and index.loc[tid, "official_split"] == "test"
     assert index.loc[iid, "channels"] == 3  # alpha dropped
+
+
+def _offline_error() -> Exception:
+    """What the real client raises without a network: requests' ConnectionError wrapping
+    urllib3's MaxRetryError(NameResolutionError), with the key in the request text."""
+    requests = pytest.importorskip("requests")
+    urllib3 = pytest.importorskip("urllib3")
+    conn = urllib3.connection.HTTPSConnection("api.kaggle.com", 443)
+    cause = urllib3.exceptions.NameResolutionError(
+        "api.kaggle.com", conn, socket.gaierror(-2, "Name or service not known")
+    )
+    retries = urllib3.exceptions.MaxRetryError(None, f"/v1/download?key={SECRET}", cause)
+    return requests.exceptions.ConnectionError(retries)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "requests",
+        socket.gaierror(-3, "Temporary failure in name resolution"),
+        TimeoutError("timed out"),
+        ConnectionRefusedError(111, "Connection refused"),
+    ],
+    ids=["requests", "gaierror", "timeout", "refused"],
+)
+def test_kaggle_offline_says_cannot_reach_and_how_to_download_by_hand(
+    no_kaggle_env, tmp_path, monkeypatch, error
+):
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    error = _offline_error() if error == "requests" else error
+    with pytest.raises(download.DownloadError) as err:
+        download.kaggle_download(
+            "data-science-bowl-2018", tmp_path / "c", api_factory=lambda: _FakeApi(error)
+        )
+    msg = str(err.value)
+    assert msg.startswith("this machine cannot reach Kaggle")
+    assert "on a machine with internet access" in msg
+    assert "kaggle competitions download -c data-science-bowl-2018" in msg
+    assert "'source: local' and 'path: <that folder>'" in msg
+    assert SECRET not in msg and err.value.__context__ is None
+    assert not isinstance(err.value, download.KaggleSetupError)
+
+
+def test_kaggle_other_failures_are_not_called_offline(no_kaggle_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    with pytest.raises(download.DownloadError) as err:
+        download.kaggle_download(
+            "c", tmp_path / "c", api_factory=lambda: _FakeApi(OSError(28, "No space left"))
+        )
+    assert "cannot reach" not in str(err.value) and "No space left" in str(err.value)
+    with pytest.raises(download.DownloadError) as err:  # an HTTP status is not "offline"
+        download.kaggle_download("c", tmp_path / "c", api_factory=lambda: _FakeApi(_HTTPError(404)))
+    assert "HTTP 404" in str(err.value) and "cannot reach" not in str(err.value)
+
+
+def _params_with(tmp_path: Path, datasets: dict) -> Path:
+    params = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
+    params["datasets"].update(datasets)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_cli_download_offline_prints_the_message_not_a_traceback(
+    no_kaggle_env, tmp_path, monkeypatch, capsys
+):
+    from cellbench.cli import main
+
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    monkeypatch.setenv("CELLBENCH_DOWNLOAD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CELLBENCH_DEBUG", raising=False)
+    monkeypatch.setattr(download, "_make_kaggle_api", lambda: _FakeApi(_offline_error()))
+    params = _params_with(tmp_path, {"dsb": {"kind": "dsb2018", "source": "download"}})
+    out = tmp_path / "data" / "raw" / "dsb"
+    code = main(["download", "--params", str(params), "--dataset", "dsb", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "cellbench download: error: this machine cannot reach Kaggle" in err
+    assert SECRET not in err and not out.exists()
+
+
+def test_cli_convert_local_dataset_without_download(tmp_path, capsys):
+    """`cellbench convert` on a `source: local` dataset reads `path:` (no download first)."""
+    data = tmp_path / "mydata"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    labels = np.zeros((8, 8), np.uint16)
+    labels[1:4, 1:4], labels[5:8, 5:8] = 1, 2
+    tifffile.imwrite(data / "images" / "a.tif", np.ones((8, 8), np.uint8))
+    tifffile.imwrite(data / "labels" / "a.tif", labels)
+    params = _params_with(
+        tmp_path, {"mine": {"kind": "folder", "source": "local", "path": str(data)}}
+    )
+    from cellbench.cli import main
+
+    args = ["convert", "--params", str(params), "--dataset", "mine"]
+    raw, out = tmp_path / "data" / "raw" / "mine", tmp_path / "data" / "converted" / "mine"
+    assert main([*args, "--raw", str(raw), "--out", str(out)]) == 0
+    assert "1 images, 2 instances" in capsys.readouterr().out
+    missing = _params_with(
+        tmp_path, {"mine": {"kind": "folder", "source": "local", "path": str(tmp_path / "gone")}}
+    )
+    code = main(
+        [
+            "convert",
+            "--params",
+            str(missing),
+            "--dataset",
+            "mine",
+            "--raw",
+            str(raw),
+            "--out",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "datasets.mine.path" in err and "is not a folder" in err

@@ -72,7 +72,11 @@ def cmd_convert(args) -> None:
     raw = Path(args.raw or f"data/raw/{cfg.name}")
     out = Path(args.out or f"data/converted/{cfg.name}")
     index = convert_dataset(get_dataset(cfg, seed=params.seed, source=args.params), raw, out)
-    print(f"convert {cfg.name}: {len(index)} images, {int(index['n_instances'].sum())} instances")
+    skipped = index.attrs.get("skipped_files", 0)
+    print(
+        f"convert {cfg.name}: {len(index)} images, {int(index['n_instances'].sum())} instances"
+        + (f", {skipped} source files skipped (see the warnings above)" if skipped else "")
+    )
 
 
 def cmd_split(args) -> None:
@@ -169,18 +173,22 @@ def cmd_report(args) -> None:
 
 
 def cmd_segment(args) -> None:
-    from cellbench.predict import segment_images
+    from cellbench.segment import SegmentError, expand_inputs, segment_images
 
     _set_threads(args.threads)
-    written = segment_images(
+    report = segment_images(
         Path(args.model_dir),
-        [Path(p) for p in args.images],
+        expand_inputs(args.images, recursive=args.recursive),
         Path(args.out),
         device=args.device,
         tile_size=args.tile_size,
+        overwrite=args.overwrite,
     )
-    for path in written:
+    for path in report.written:
         print(path)
+    if not report.ok:
+        raise SegmentError(report.summary())
+    print(f"segment: {report.summary()}", file=sys.stderr)
 
 
 def cmd_list(args) -> None:
@@ -244,6 +252,27 @@ def cmd_schema(args) -> None:
 
 
 # ----------------------------------------------------------------------------- parser
+_SEGMENT_EPILOG = """\
+output names:
+  {stem}_masks.tif (img.tif -> img_masks.tif) when no other input has the same stem
+  (ignoring case). Inputs that share a stem keep their extension (img.tif_masks.tif,
+  img.png_masks.tif); when that still collides, the nearest parent folder names are put
+  in front, joined with '__', as many as it takes (a/img.tif -> a__img.tif_masks.tif,
+  b/img.tif -> b__img.tif_masks.tif). A disambiguated name never takes the plain name of
+  another input; paths that differ only in case get a hash: img.tif_<12 hex>_masks.tif.
+
+existing files:
+  the run stops before any work when an output exists already (listing them); add
+  --overwrite to replace them. An input image is never replaced, even with --overwrite.
+
+failures and warnings:
+  an image that cannot be read (or is a z-stack) is reported and skipped; the others are
+  segmented and the exit status is 2 at the end, with a summary. A warning names images
+  with over 10x the training data's objects per megapixel or under 0.1x its median
+  object area (noise, an image unlike the training data, another scale).
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellbench",
@@ -252,9 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name, func, help_, *opts):
+    def add(name, func, help_, *opts, params=True):
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--params", default="params.yaml", help="config file (default: params.yaml)")
+        if params:
+            p.add_argument(
+                "--params", default="params.yaml", help="config file (default: params.yaml)"
+            )
         for opt in opts:
             opt(p)
         p.set_defaults(func=func)
@@ -368,11 +400,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results root (default: results)")
     p.add_argument("--out", default="results/report.html", help="report file")
     p = add(
-        "segment", cmd_segment, "segment new images with a trained model folder", compute, tiles
+        "segment",
+        cmd_segment,
+        "segment new images with a trained model folder",
+        compute,
+        tiles,
+        params=False,
     )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _SEGMENT_EPILOG
     p.add_argument("--model-dir", required=True, help="e.g. results/models/synthetic/unet")
-    p.add_argument("--out", required=True, help="folder for {image}_masks.tif")
-    p.add_argument("images", nargs="+", help="TIFF / PNG images")
+    p.add_argument("--out", required=True, help="folder for the masks (see output names below)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing masks in --out (input images are never replaced)",
+    )
+    p.add_argument(
+        "--recursive", action="store_true", help="folders include the images of their subfolders"
+    )
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files, folders (every .tif .tiff .png .jpg .jpeg in them) or quoted glob "
+        "patterns ('data/*.tif')",
+    )
     return parser
 
 
@@ -383,19 +435,39 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cellbench.cleanup import Terminated, install_termination_handlers
     from cellbench.config import ConfigError
     from cellbench.io import CellbenchIOError
 
     args = build_parser().parse_args(argv)
+    _configure_logging()
+    # SIGTERM (scancel, SLURM time limits) and SIGHUP unwind like an exception, so the
+    # temporary outputs of the interrupted stage are removed; the exit status is 128 + signal.
+    install_termination_handlers()
     try:
-        args.func(args)
+        result = args.func(args)
     except (ConfigError, CellbenchIOError, FileNotFoundError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"cellbench {args.command}: error: {message}", file=sys.stderr)
         if os.environ.get("CELLBENCH_DEBUG"):
             raise
         return 2
-    return 0
+    except Terminated as exc:
+        print(f"cellbench {args.command}: {exc}; temporary outputs removed", file=sys.stderr)
+        return int(exc.code)
+    return result if isinstance(result, int) else 0
+
+
+def _configure_logging() -> None:
+    """Warnings and errors of every module on stderr, one line each (the rule logs keep them)."""
+    import logging
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("cellbench: %(levelname)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ __all__ = [
     "ScoreOptions",
     "SplitOptions",
     "load_params",
+    "config_differences",
     "params_from_mapping",
+    "read_params_file",
     "schema_path",
     "validate_params",
 ]
@@ -233,18 +235,60 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         If the file is missing, not YAML, or breaks the schema.
     """
     path = Path(path)
+    raw = read_params_file(path)
+    validate_params(raw, path)
+    return params_from_mapping(raw, path)
+
+
+def read_params_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a params file as YAML (no validation).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is a folder, is not YAML (the message gives the line and
+        column) or is not a mapping.
+    """
+    path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(
             f"{path}: no such file. Run from the project root or pass --params."
         ) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: is a folder; give the params YAML file.") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        mark, start = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        opened = (
+            f" ({exc.context} that starts at line {start.line + 1})"
+            if start and getattr(exc, "context", None)
+            else ""
+        )
+        raise ConfigError(
+            f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}{opened}. "
+            "Fix the syntax there (indent with spaces, close brackets and quotes)."
+        ) from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a YAML mapping (seed:, run:, datasets:, models:, ...)")
-    validate_params(raw, path)
-    return params_from_mapping(raw, path)
+    return raw
+
+
+def config_differences(merged: Any, written: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where ``merged`` (Snakemake's config) differs from ``written`` (the file)."""
+    if isinstance(merged, Mapping) and isinstance(written, Mapping):
+        out = []
+        for key in sorted(set(merged) | set(written), key=str):
+            where = f"{prefix}{key}"
+            if key not in written:
+                out.append(f"{where} (not in the file)")
+            elif key not in merged:
+                out.append(f"{where} (only in the file)")
+            else:
+                out.extend(config_differences(merged[key], written[key], f"{where}."))
+        return out
+    return [] if merged == written else [prefix.rstrip(".")]
 
 
 def params_from_mapping(raw: Mapping[str, Any], path: Path | None = None) -> Params:

@@ -242,7 +242,8 @@ def timm_encoder_problems(params: Params) -> list[str]:
 def check_params(params: Params, *, timm: bool = False) -> None:
     """Validate every dataset and model entry with its registry's options class.
 
-    ``timm=True`` also checks ``tu-`` encoder names against timm (imports timm and
+    Datasets of ``run.datasets`` with ``source: local`` must have a ``path:`` that is a
+    folder. ``timm=True`` also checks ``tu-`` encoder names against timm (imports timm and
     so torch; the CLI's ``validate`` does, the Snakefile does not).
 
     Raises
@@ -250,16 +251,40 @@ def check_params(params: Params, *, timm: bool = False) -> None:
     ConfigError
         Every problem of every entry, each naming its key.
     """
-    checks = [lambda: validate_datasets(params), lambda: validate_models(params)]
+    checks = [
+        lambda: validate_datasets(params),
+        lambda: validate_models(params),
+        lambda: _raise(params, local_path_problems(params)),
+    ]
     if timm:
         checks.append(lambda: _raise_timm_problems(params))
     check_all(checks, params.path)
 
 
-def _raise_timm_problems(params: Params) -> None:
-    problems = timm_encoder_problems(params)
+def _raise(params: Params, problems: list[str]) -> None:
     if problems:
         raise ConfigError(f"{params.path} is invalid:\n" + "\n".join(problems))
+
+
+def _raise_timm_problems(params: Params) -> None:
+    _raise(params, timm_encoder_problems(params))
+
+
+def local_path_problems(params: Params) -> list[str]:
+    """Messages for datasets of ``run.datasets`` read in place whose ``path:`` is no folder."""
+    problems = []
+    for name in params.run_datasets:
+        cfg = params.datasets[name]
+        if cfg.source != "local" or not cfg.path:
+            continue
+        path = Path(cfg.path).expanduser()
+        if not path.is_dir():
+            state = "is a file, not a folder" if path.exists() else "does not exist"
+            problems.append(
+                f"  - datasets.{name}.path: {path} {state}. Point it at the folder that holds "
+                f"the original files of this {cfg.kind} dataset."
+            )
+    return problems
 
 
 def load_checked(path: str | os.PathLike = "params.yaml", *, timm: bool = False) -> Params:

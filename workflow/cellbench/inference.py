@@ -6,6 +6,8 @@ tuning) and by the predict / segment stages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cellbench.models.base import ModelFamily
@@ -36,14 +38,42 @@ def predict_maps(
     device=None,
     tile_size: int = 1024,
     overlap: int = 64,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Maps ``(M, H, W)`` float32 for one normalised image ``(C, H, W)``.
 
     Families without a network compute their maps directly; networks run on
     the whole (padded) image when it fits in ``tile_size``, else tile by tile.
+
+    Parameters
+    ----------
+    family : ModelFamily
+        The model family (activation, or ``image_to_maps`` without a network).
+    net : torch.nn.Module or None
+        The network (``None`` for families without one).
+    image : numpy.ndarray
+        Normalised float32 ``(C, H, W)``.
+    device : torch.device or str, optional
+        Where ``net`` lives.
+    tile_size : int
+        Images larger than this (either side) are predicted tile by tile.
+    overlap : int
+        Overlap of neighbouring tiles, blended with a smooth window.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after every tile; whole-image
+        prediction (and families without a network) count as one tile, so it
+        is called once with ``(1, 1)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(M, H, W)``.
     """
     if not family.trainable:
-        return family.image_to_maps(image)
+        maps = family.image_to_maps(image)
+        if progress is not None:
+            progress(1, 1)
+        return maps
     import torch
 
     net.eval()
@@ -52,7 +82,10 @@ def predict_maps(
         if h <= tile_size and w <= tile_size:
             x, _ = pad_to_multiple(image, 32)
             out = family.activate(net(torch.from_numpy(x[None]).to(device)))
-            return out[0, :, :h, :w].float().cpu().numpy()
+            maps = out[0, :, :h, :w].float().cpu().numpy()
+            if progress is not None:
+                progress(1, 1)
+            return maps
         tile = tile_size
         step = tile - overlap
         padded, _ = pad_to_multiple(image, 32)
@@ -66,6 +99,7 @@ def predict_maps(
         win = _window(tile)
         ys = sorted({*range(0, ph - tile, step), ph - tile})
         xs = sorted({*range(0, pw - tile, step), pw - tile})
+        total, done = len(ys) * len(xs), 0
         for y in ys:
             for x in xs:
                 crop = padded[None, :, y : y + tile, x : x + tile]
@@ -75,4 +109,7 @@ def predict_maps(
                     acc = np.zeros((res.shape[0], ph, pw), np.float32)
                 acc[:, y : y + tile, x : x + tile] += res * win
                 norm[y : y + tile, x : x + tile] += win
+                done += 1
+                if progress is not None:
+                    progress(done, total)
         return (acc / norm)[:, :h, :w]

@@ -25,14 +25,18 @@ from typing import Any
 import pandas as pd
 
 from cellbench.errors import ConfigError
-from cellbench.io import atomic_dir, read_json, write_csv, write_json
+from cellbench.io import CellbenchIOError, atomic_dir, read_json, write_csv, write_json
 from cellbench.models.base import ModelFamily
 from cellbench.models.registry import family_entry
+from cellbench.options import Options
 
 __all__ = [
     "HISTORY_COLUMNS",
     "LoadedModel",
+    "check_model_folder",
     "load_model",
+    "load_network",
+    "load_thresholds",
     "params_hash",
     "write_model_folder",
 ]
@@ -85,6 +89,8 @@ class LoadedModel:
 
 
 def _family_from_config(config: Mapping[str, Any], path: Path) -> ModelFamily:
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{path}: must hold a JSON object. Re-run the train stage.")
     for key in ("family", "options", "model"):
         if key not in config:
             raise ConfigError(
@@ -96,37 +102,123 @@ def _family_from_config(config: Mapping[str, Any], path: Path) -> ModelFamily:
     return entry.load()(config["model"], options)
 
 
-def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
-    """Load ``config.json``, ``thresholds.json`` and (for networks) ``weights.pt``.
+def check_model_folder(model_dir: Path) -> Path:
+    """Raise a ConfigError naming the folder when it is not a model folder; return it.
 
-    The options come from ``config.json`` alone (validated with the family's
-    options class); the tuned setting from ``thresholds.json`` ("selected",
-    validated with the family's thresholds class).
+    A model folder is what the train stage writes: ``config.json`` and
+    ``thresholds.json`` (plus ``weights.pt`` for families with a network).
+    """
+    model_dir = Path(model_dir)
+    hint = (
+        "--model-dir takes a folder written by the train stage, e.g. results/models/synthetic/unet"
+    )
+    if not model_dir.exists():
+        raise ConfigError(f"{model_dir}: no such folder. {hint}.")
+    if not model_dir.is_dir():
+        raise ConfigError(f"{model_dir}: is a file, not a model folder. {hint}.")
+    missing = [n for n in ("config.json", "thresholds.json") if not (model_dir / n).is_file()]
+    if missing:
+        present = sorted(p.name for p in model_dir.iterdir())[:8]
+        raise ConfigError(
+            f"{model_dir}: not a cellbench model folder ({' and '.join(missing)} missing; "
+            f"it holds: {', '.join(present) or 'nothing'}). {hint}, or re-run the train stage."
+        )
+    return model_dir
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except CellbenchIOError as exc:
+        raise ConfigError(f"{exc} (in a model folder: re-run the train stage)") from None
+
+
+def load_thresholds(family: ModelFamily, path: Path) -> Options:
+    """The tuned setting ("selected") of ``thresholds.json``, validated with the family's class."""
+    tuned = _read_json(path)
+    if not isinstance(tuned, Mapping) or not isinstance(tuned.get("selected"), Mapping):
+        raise ConfigError(
+            f"{path}: no 'selected' setting (the tuned post-processing thresholds). "
+            "Re-run the train stage for this model."
+        )
+    return family.thresholds_class.from_mapping(tuned["selected"], "selected", str(path))
+
+
+def load_network(family: ModelFamily, weights: Path, device) -> Any:
+    """Build the family's network and load ``weights.pt`` into it, with messages naming the file.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, unreadable, written for another family, or its tensors
+        do not fit the network that ``config.json`` describes.
     """
     import torch
 
+    if not weights.is_file():
+        raise ConfigError(f"{weights}: missing. Re-run the train stage for this model.")
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or a pickle that would run code
+        raise ConfigError(
+            f"{weights}: cannot be read as network weights ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). The file is damaged or not a cellbench "
+            "weights file; re-run the train stage for this model."
+        ) from None
+    if not isinstance(state, Mapping) or not isinstance(state.get("state_dict"), Mapping):
+        raise ConfigError(
+            f"{weights}: not a cellbench weights file (no 'state_dict'). Re-run the train stage."
+        )
+    if state.get("family") not in (None, family.family):
+        raise ConfigError(
+            f"{weights}: holds a '{state['family']}' network but config.json says "
+            f"'{family.family}': the folder mixes files of different models. Re-run the train stage."
+        )
+    net = family.build_network().to(device)
+    expected = net.state_dict()
+    given = state["state_dict"]
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in given and tuple(given[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        first = (shapes or missing or unexpected)[0]
+        described = ", ".join(
+            f"{k} {getattr(family.options, k)}"
+            for k in ("encoder", "encoder_depth", "decoder_channels", "in_channels")
+            if hasattr(family.options, k)
+        )
+        raise ConfigError(
+            f"{weights}: the weights do not fit the network config.json describes ({described}): "
+            f"{len(missing)} tensors missing, {len(unexpected)} unexpected, {len(shapes)} of "
+            f"another shape (first: {first}). The folder mixes files of different trainings; "
+            "re-run the train stage for this model."
+        )
+    net.load_state_dict(given)
+    net.eval()
+    return net
+
+
+def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
+    """Load and validate a model folder as a whole.
+
+    The options come from ``config.json`` alone (validated with the family's options
+    class), the tuned setting from ``thresholds.json`` ("selected", validated with the
+    family's thresholds class: missing, NaN or out-of-range entries are refused), the
+    network from ``weights.pt`` (checked tensor by tensor against the network that the
+    options describe). Every error is a :class:`~cellbench.errors.ConfigError` naming
+    the file in the folder and the fix.
+    """
     from cellbench.device import resolve_device
 
-    model_dir = Path(model_dir)
-    config_path, thresholds_path = model_dir / "config.json", model_dir / "thresholds.json"
-    config = read_json(config_path)
+    model_dir = check_model_folder(Path(model_dir))
+    config_path = model_dir / "config.json"
+    config = _read_json(config_path)
     family = _family_from_config(config, config_path)
-    tuned = read_json(thresholds_path)
-    if "selected" not in tuned:
-        raise ConfigError(
-            f"{thresholds_path}: no 'selected' entry. Re-run the train stage for this model."
-        )
-    thresholds = family.thresholds_class.from_mapping(
-        tuned["selected"], "selected", str(thresholds_path)
-    )
+    thresholds = load_thresholds(family, model_dir / "thresholds.json")
     dev = resolve_device(device)
-    net = None
-    if family.trainable:
-        weights = model_dir / "weights.pt"
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights}: missing. Re-run the train stage for this model.")
-        state = torch.load(weights, map_location=dev, weights_only=True)
-        net = family.build_network().to(dev)
-        net.load_state_dict(state["state_dict"])
-        net.eval()
-    return LoadedModel(family, net, config, thresholds, dev)
+    net = load_network(family, model_dir / "weights.pt", dev) if family.trainable else None
+    return LoadedModel(family, net, dict(config), thresholds, dev)

@@ -1,10 +1,11 @@
-"""The predict, postprocess and segment stages: a model folder + images -> maps -> labels.
+"""The predict and postprocess stages: a model folder + test images -> maps -> labels.
 
 Maps are saved as float32 TIFF ``(M, H, W)`` (axes ``CYX``, opens in Fiji and
 napari) under ``results/predictions/{dataset}/{model}/{id}.tif``; the
 post-processed labels as uint16/uint32 TIFF under ``results/masks/...``.
 Images larger than ``tile_size`` are predicted in overlapping tiles whose
 outputs are blended with a smooth window, so any image size fits in memory.
+Segmenting new images (the ``segment`` command) is :mod:`cellbench.segment`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from cellbench.io import atomic_dir, read_image, write_labels
 from cellbench.modelfolder import load_model
 from cellbench.transforms import to_model_input
 
-__all__ = ["postprocess_dir", "predict_dir", "segment_images"]
+__all__ = ["postprocess_dir", "predict_dir"]
 
 
 def _test_ids(split_csv: Path, which: str = "test") -> list[str]:
@@ -71,23 +72,3 @@ def postprocess_dir(model_dir: Path, predictions: Path, out_dir: Path) -> int:
                 maps = maps[None]
             write_labels(tmp / f.name, model.family.postprocess(maps, model.thresholds))
     return len(files)
-
-
-def segment_images(
-    model_dir: Path,
-    images: list[Path],
-    out_dir: Path,
-    *,
-    device: str = "auto",
-    tile_size: int = 1024,
-) -> list[Path]:
-    """Segment new images with a trained model folder: ``{stem}_masks.tif`` per image."""
-    model = load_model(model_dir, device)
-    out_dir = Path(out_dir)
-    written = []
-    for path in images:
-        image = to_model_input(read_image(path), model.family.in_channels)
-        maps = predict_maps(model.family, model.net, image, model.device, tile_size)
-        labels = model.family.postprocess(maps, model.thresholds)
-        written.append(write_labels(out_dir / f"{Path(path).stem}_masks.tif", labels))
-    return written

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import platform
 import time
@@ -47,7 +48,9 @@ from cellbench.models.options import TrainingOptions
 from cellbench.transforms import to_model_input
 
 __all__ = [
+    "TrainingDiverged",
     "fit_network",
+    "label_stats",
     "load_split",
     "load_training_data",
     "model_record",
@@ -56,6 +59,13 @@ __all__ = [
     "tune_on_validation",
     "tune_thresholds",
 ]
+
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite; the message says where and what to change."""
 
 
 @dataclass
@@ -271,7 +281,48 @@ def load_training_data(
         raise ValueError(
             f"{split_csv}: no annotated training images; check the split fractions in params.yaml"
         )
+    warn_uninformative(converted, train + val)
     return train, val
+
+
+def warn_uninformative(converted: Path, samples: list[Sample]) -> list[str]:
+    """Log a warning for constant images and images without objects; return the messages.
+
+    A constant image teaches nothing and an image without a single object teaches
+    "everything is background": both are usually conversion mistakes (a wrong channel,
+    a mask that did not match), not data.
+    """
+    messages = []
+    for s in samples:
+        if s.image.size and float(np.ptp(s.image)) == 0.0:
+            messages.append(
+                f"{Path(converted) / 'images' / f'{s.id}.tif'}: the image is constant (every "
+                "pixel the same value); check the source file and its channel"
+            )
+        if s.annotation == "full" and not s.labels.any():
+            messages.append(
+                f"{Path(converted) / 'labels' / f'{s.id}.tif'}: no annotated object in a fully "
+                "annotated image (it trains as all background); check that its mask matched"
+            )
+    for message in messages:
+        log.warning(message)
+    return messages
+
+
+def label_stats(samples: list[Sample]) -> dict[str, float | None]:
+    """Objects per megapixel and median object area (px) of the fully annotated samples.
+
+    Stored in ``config.json`` as ``train_label_stats`` so that ``segment`` can warn when a
+    new image's result looks nothing like the training data.
+    """
+    full = [s for s in samples if s.annotation == "full"]
+    counts = [np.bincount(s.labels.ravel())[1:] for s in full]
+    areas = np.concatenate([c[c > 0] for c in counts]) if counts else np.zeros(0)
+    pixels = sum(s.labels.size for s in full)
+    return {
+        "objects_per_megapixel": float(areas.size / pixels * 1e6) if pixels else None,
+        "median_area": float(np.median(areas)) if areas.size else None,
+    }
 
 
 def fit_network(
@@ -320,10 +371,17 @@ def fit_network(
     for epoch in range(1, settings.epochs + 1):
         net.train()
         t0, losses = time.time(), []
-        for xb, yb in _batches(train, family, settings, rng, augment):
+        for step, (xb, yb) in enumerate(_batches(train, family, settings, rng, augment)):
             loss = family.loss(
                 net(torch.from_numpy(xb).to(device)), torch.from_numpy(yb).to(device)
             )
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training {label}: the loss became {float(loss.detach())} at epoch {epoch}, batch "
+                    f"{step + 1}. The inputs are checked finite, so the optimisation diverged: "
+                    f"lower learning_rate (now {settings.learning_rate}) for this model in "
+                    "params.yaml."
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -406,6 +464,7 @@ def model_record(
         "trainable": family.trainable,
         "n_train_images": len(train),
         "n_val_images": len(val),
+        "train_label_stats": label_stats(train),
         "epochs_run": len(history),
         "best_monitored_loss": min(monitored) if monitored else None,
         "device": str(device),

@@ -3,21 +3,35 @@
 import json
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
-from cellbench.config import params_from_mapping, validate_params
+from cellbench.config import (
+    config_differences,
+    params_from_mapping,
+    read_params_file,
+    validate_params,
+)
 from cellbench.contract import check_params
 
 # The file every `cellbench` call reads: the last --configfile given, else params.yaml.
 PARAMS_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
 
+# The stages read the params file itself, so Snakemake's config must be exactly that file.
+if workflow.config_settings.config:
+    raise ValueError(
+        f"--config {' '.join(sorted(workflow.config_settings.config))}: overrides are refused, "
+        "because the cellbench stages read the params file. Put the change in a copy of "
+        "params.yaml and pass it with --configfile."
+    )
+_written = read_params_file(PARAMS_FILE)  # names the line of a YAML syntax error
+_differences = config_differences(config, _written)
+if _differences:
+    raise ValueError(
+        f"{PARAMS_FILE} is not a complete params file: Snakemake filled in "
+        f"{', '.join(_differences[:8])} from params.yaml. A --configfile must hold every "
+        "section (seed, run, datasets, models, score, report): copy params.yaml and edit the copy."
+    )
 # Validate at parse time, before any job runs (names the key and the allowed values).
 validate_params(config, PARAMS_FILE)
-if config != yaml.safe_load(Path(PARAMS_FILE).read_text()):
-    raise ValueError(
-        f"--config overrides differ from {PARAMS_FILE}: the cellbench stages read the params "
-        "file, so put the change in a copy of params.yaml and pass it with --configfile."
-    )
 PARAMS = params_from_mapping(config, Path(PARAMS_FILE))
 check_params(PARAMS)  # every entry against its registry's options class (no torch imported)
 DATASETS = list(PARAMS.run_datasets)

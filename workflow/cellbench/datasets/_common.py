@@ -9,9 +9,23 @@ from pathlib import Path
 import numpy as np
 from skimage.segmentation import relabel_sequential
 
-from cellbench.io import read_image
+from cellbench.io import CellbenchIOError, read_image
 
-__all__ = ["find_dir", "find_file", "iter_files", "read_label_image", "relabel", "log"]
+__all__ = [
+    "LABEL_FIX",
+    "find_dir",
+    "find_file",
+    "iter_files",
+    "read_label_image",
+    "relabel",
+    "log",
+]
+
+#: The fix named by every error about a label / mask file.
+LABEL_FIX = (
+    "Save it as a single-channel integer image (uint16/uint32 TIFF or PNG) with "
+    "0 = background and one positive value per cell."
+)
 
 log = logging.getLogger("cellbench.datasets")
 
@@ -75,10 +89,25 @@ def relabel(labels: np.ndarray) -> np.ndarray:
 
 
 def read_label_image(path: Path) -> np.ndarray:
-    """Read an instance label image (TIFF/PNG), squeeze singleton axes, check it is 2-D integer."""
+    """Read an instance label image (TIFF/PNG), squeeze singleton axes, check it is 2-D integer.
+
+    Raises
+    ------
+    cellbench.io.CellbenchIOError
+        The file is not a 2-D image of non-negative integers; the message names the
+        file and the fix.
+    """
     labels = np.squeeze(read_image(path))
     if labels.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D label image, got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
-        raise ValueError(f"{path}: label image must hold integers, got {labels.dtype}")
+        raise CellbenchIOError(
+            f"{path}: expected a 2-D label image, got shape {labels.shape}. {LABEL_FIX}"
+        )
+    if labels.dtype == bool:
+        return labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise CellbenchIOError(
+            f"{path}: a label image must hold integers, got {labels.dtype}. {LABEL_FIX}"
+        )
+    if labels.size and int(labels.min()) < 0:
+        raise CellbenchIOError(f"{path}: the label image holds negative values. {LABEL_FIX}")
     return labels

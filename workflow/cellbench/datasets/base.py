@@ -16,6 +16,7 @@ class); instantiate them with :func:`cellbench.datasets.get_dataset`.
 from __future__ import annotations
 
 import json
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -26,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from cellbench.config import DatasetConfig
-from cellbench.io import write_csv, write_image, write_labels
+from cellbench.datasets._common import LABEL_FIX, log
+from cellbench.io import CellbenchIOError, write_csv, write_image, write_labels
 from cellbench.options import Options
 
 __all__ = [
@@ -41,6 +43,9 @@ __all__ = [
     "masks_to_labels",
     "safe_image_id",
 ]
+
+#: What a source file reference may be (a path, or a text such as ``"train.csv, rows of X"``).
+Origin = str | os.PathLike | None
 
 #: Columns of ``index.csv``. ``official_split`` is ``test`` for images the source itself
 #: designates as its test set (DSB stage-1 test), else empty. ``contested_pixels`` counts
@@ -121,18 +126,72 @@ class DatasetSource(ABC):
         """Read the originals under ``raw_dir`` and ``writer.add`` every image."""
 
 
-def raw_root(raw_dir: Path) -> Path:
-    """The folder that really holds the originals: ``raw_dir`` or the local path it points at."""
-    marker = Path(raw_dir) / LOCAL_MARKER
+def raw_root(raw_dir: Path, cfg: DatasetConfig | None = None) -> Path:
+    """The folder that really holds the originals of a dataset.
+
+    Parameters
+    ----------
+    raw_dir : the dataset's ``data/raw/{dataset}`` folder.
+    cfg : the dataset's params.yaml entry. For ``source: local`` the originals are read
+        from ``cfg.path``, whether or not the download stage wrote its pointer file
+        (:data:`LOCAL_MARKER`) into ``raw_dir``; a pointer that is there must agree.
+        Without ``cfg`` the pointer, if any, decides.
+
+    Returns
+    -------
+    pathlib.Path
+        ``cfg.path`` (local), the folder the pointer names, or ``raw_dir``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The local folder does not exist (the message names ``datasets.<name>.path``).
+    ValueError
+        The pointer file names another folder than ``datasets.<name>.path``, or is unreadable.
+    """
+    raw_dir = Path(raw_dir)
+    marker = raw_dir / LOCAL_MARKER
+    pointed: Path | None = None
     if marker.is_file():
-        target = Path(json.loads(marker.read_text())["path"])
+        try:
+            pointed = Path(json.loads(marker.read_text())["path"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"{marker}: unreadable pointer to the local originals ({type(exc).__name__}: "
+                f"{exc}). Delete {raw_dir} and re-run the download stage."
+            ) from None
+    if cfg is not None and cfg.source == "local":
+        key = f"datasets.{cfg.name}.path"
+        if not cfg.path:
+            raise FileNotFoundError(
+                f"{key} is not set: 'source: local' reads the original files from the folder "
+                "named by 'path:'. Add it to this dataset in params.yaml."
+            )
+        target = Path(cfg.path).expanduser().resolve()
+        if pointed is not None and pointed.expanduser().resolve() != target:
+            raise ValueError(
+                f"{marker} points at {pointed}, but {key} is {target}. The raw folder was "
+                f"made for an earlier 'path:'; delete {raw_dir} (or re-run the download stage "
+                f"for '{cfg.name}') so that it points at {target}, or set 'path:' back."
+            )
         if not target.is_dir():
             raise FileNotFoundError(
-                f"{marker} points at {target}, which is not a folder. Fix 'path:' for this "
-                "dataset in params.yaml and re-run the download stage."
+                f"{key}: {target} is not a folder ('source: local' reads the original files "
+                "from there). Point 'path:' in params.yaml at the folder that holds them."
             )
         return target
-    return Path(raw_dir)
+    if pointed is not None:
+        if not pointed.is_dir():
+            raise FileNotFoundError(
+                f"{marker} points at {pointed}, which is not a folder. Fix 'path:' for this "
+                "dataset in params.yaml and re-run the download stage."
+            )
+        return pointed
+    return raw_dir
+
+
+def _where(image_id: str, origin: Origin) -> str:
+    return f"image {image_id} (from {origin})" if origin else f"image {image_id}"
 
 
 class ConvertedWriter:
@@ -145,15 +204,32 @@ class ConvertedWriter:
     ----------
     out_dir : the (temporary) ``data/converted/{dataset}`` folder.
     source : a short description of where the data came from, stored per row.
+
+    Attributes
+    ----------
+    skipped : list of (file, reason)
+        Source files left out by :meth:`skip` (e.g. a label file with no image).
     """
 
     def __init__(self, out_dir: Path, source: str = "") -> None:
         self.out_dir = Path(out_dir)
         self.source = source
         self.rows: list[dict] = []
+        self.skipped: list[tuple[str, str]] = []
         self._id_set: set[str] = set()
         (self.out_dir / "images").mkdir(parents=True, exist_ok=True)
         (self.out_dir / "labels").mkdir(parents=True, exist_ok=True)
+
+    def skip(self, path: Origin, reason: str) -> None:
+        """Record (and log as a warning) a source file that is left out, and why.
+
+        Parameters
+        ----------
+        path : the file (or a description of it) that is not converted.
+        reason : what is wrong, e.g. ``"no image with this name in images/"``.
+        """
+        log.warning("%s: %s; skipped", path, reason)
+        self.skipped.append((str(path), reason))
 
     def add(
         self,
@@ -169,17 +245,33 @@ class ConvertedWriter:
         official_split: str = "",
         contested_pixels: int = 0,
         source: str | None = None,
+        origin: Origin = None,
+        label_origin: Origin = None,
     ) -> None:
         """Add one image.
 
         Parameters
         ----------
         image_id : unique id, letters/digits/``_.+-`` (used as the file name).
-        image : ``(H, W)`` or ``(H, W, C)``, any dtype; stored unchanged.
-        labels : ``(H, W)`` instance labels, 0 = background, no overlaps; ``None``
-            when the image has no annotation (``annotation='none'``).
+        image : ``(H, W)`` or ``(H, W, C)``, any dtype; stored unchanged. NaN or
+            infinite pixels are refused.
+        labels : ``(H, W)`` non-negative integer instance labels, 0 = background, no
+            overlaps; ``None`` when the image has no annotation (``annotation='none'``).
         group : unit that must never straddle train and test (default: the id).
         annotation : ``full`` (every cell labelled), ``partial`` (only some) or ``none``.
+        origin : the source file of the image, named in error messages.
+        label_origin : the source file of the labels (default: ``origin``), named in
+            error messages.
+
+        Raises
+        ------
+        cellbench.io.CellbenchIOError
+            Non-finite pixels, or labels that are not non-negative integers of the
+            image's height and width; the message names the image, its source file
+            and the fix.
+        ValueError
+            A malformed or repeated id, an unknown annotation level, or an image that
+            is not 2-D/3-D.
         """
         if not _ID_RE.match(image_id):
             raise ValueError(f"image id {image_id!r} must match {_ID_RE.pattern}")
@@ -187,21 +279,21 @@ class ConvertedWriter:
             raise ValueError(f"image id {image_id!r} is added twice")
         if annotation not in ANNOTATION_LEVELS:
             raise ValueError(f"annotation must be one of {ANNOTATION_LEVELS}, got {annotation!r}")
+        where = _where(image_id, origin)
         image = np.asarray(image)
         if image.ndim not in (2, 3):
-            raise ValueError(f"image {image_id}: expected (H, W) or (H, W, C), got {image.shape}")
+            raise ValueError(f"{where}: expected (H, W) or (H, W, C), got {image.shape}")
+        _check_finite(image, where)
         h, w = image.shape[:2]
         n_instances = 0
         if labels is not None:
-            labels = np.asarray(labels)
-            if labels.shape != (h, w):
-                raise ValueError(
-                    f"image {image_id}: labels shape {labels.shape} differs from image {(h, w)}"
-                )
+            labels = _checked_labels(
+                labels, (h, w), "labels of " + _where(image_id, label_origin or origin)
+            )
             n_instances = int(len(np.unique(labels[labels > 0])))
             write_labels(self.out_dir / "labels" / f"{image_id}.tif", labels)
         elif annotation != "none":
-            raise ValueError(f"image {image_id}: labels missing but annotation={annotation!r}")
+            raise ValueError(f"{where}: labels missing but annotation={annotation!r}")
         write_image(self.out_dir / "images" / f"{image_id}.tif", image)
         self.rows.append(
             {
@@ -224,14 +316,65 @@ class ConvertedWriter:
         self._id_set.add(image_id)
 
     def finish(self) -> pd.DataFrame:
-        """Write ``index.csv`` (sorted by id) and return it."""
+        """Write ``index.csv`` (sorted by id) and return it.
+
+        The number of skipped source files is logged and kept in
+        ``index.attrs["skipped_files"]``.
+        """
         if not self.rows:
+            skipped = f" ({len(self.skipped)} source file(s) were skipped, see the warnings)"
             raise ValueError(
-                f"no images were converted into {self.out_dir}; check the source files"
+                f"no images were converted into {self.out_dir}{skipped if self.skipped else ''}; "
+                "check the source files"
             )
         index = pd.DataFrame(self.rows, columns=list(INDEX_COLUMNS)).sort_values("id")
         write_csv(self.out_dir / "index.csv", index)
+        if self.skipped:
+            log.warning(
+                "converted %d image(s); %d source file(s) skipped: %s",
+                len(index),
+                len(self.skipped),
+                ", ".join(Path(p).name or p for p, _ in self.skipped[:10])
+                + (" ..." if len(self.skipped) > 10 else ""),
+            )
+        index.attrs["skipped_files"] = len(self.skipped)
         return index
+
+
+def _check_finite(image: np.ndarray, where: str) -> None:
+    """Refuse NaN / infinite pixels (they would stop training much later, naming no file)."""
+    if image.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(image)
+    if not bad.any():
+        return
+    n_nan = int(np.isnan(image).sum())
+    raise CellbenchIOError(
+        f"{where}: {int(bad.sum())} of {image.size} pixel values are not finite ({n_nan} NaN, "
+        f"{int(bad.sum()) - n_nan} infinite). Replace them in the source file (e.g. with 0 or "
+        "the image's minimum) and save it again, or remove this image from the dataset."
+    )
+
+
+def _checked_labels(labels: np.ndarray, shape: tuple[int, int], where: str) -> np.ndarray:
+    """Labels as a non-negative integer ``(H, W)`` array, or an error naming ``where`` and the fix."""
+    labels = np.asarray(labels)
+    if labels.shape != tuple(shape):
+        raise CellbenchIOError(
+            f"{where}: shape {labels.shape} differs from the image's {tuple(shape)}. Check that "
+            "the label file belongs to this image (same name, same size)."
+        )
+    if labels.dtype == bool:
+        raise CellbenchIOError(f"{where}: a yes/no mask, not instance labels. {LABEL_FIX}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if labels.dtype.kind in "fc" and not np.isfinite(labels).all():
+            raise CellbenchIOError(f"{where}: NaN or infinite values. {LABEL_FIX}")
+        raise CellbenchIOError(f"{where}: {labels.dtype} values, not integers. {LABEL_FIX}")
+    if labels.size and int(labels.min()) < 0:
+        raise CellbenchIOError(
+            f"{where}: negative values (minimum {int(labels.min())}). {LABEL_FIX}"
+        )
+    return labels
 
 
 def read_index(converted_dir: Path) -> pd.DataFrame:
@@ -351,13 +494,34 @@ def download_dataset(source: DatasetSource, out: Path) -> Path:
 
 
 def convert_dataset(source: DatasetSource, raw: Path, out: Path) -> pd.DataFrame:
-    """The convert stage: originals under ``raw`` -> the common format in ``out`` (atomically).
+    """The convert stage: originals -> the common format in ``out`` (atomically).
 
-    Returns the written ``index.csv`` as a DataFrame.
+    Parameters
+    ----------
+    source : the dataset source (its ``cfg`` decides where the originals are).
+    raw : the dataset's ``data/raw/{dataset}`` folder. For ``source: local`` the
+        originals are read from ``datasets.<name>.path`` (see :func:`raw_root`), so the
+        download stage need not have run.
+    out : ``data/converted/{dataset}``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The written ``index.csv``; ``attrs["skipped_files"]`` counts the source files
+        left out (each one was logged as a warning).
     """
     from cellbench.io import atomic_dir
 
+    root = raw_root(raw, source.cfg)
+    if not root.is_dir():
+        name = source.cfg.name
+        raise FileNotFoundError(
+            f"{root}: no such folder, so dataset '{name}' has no original files to convert. "
+            f"Run the download stage first (cellbench download --dataset {name}), or, if the "
+            f"files are already on this machine, set 'source: local' and 'path:' for "
+            f"datasets.{name} in params.yaml."
+        )
     with atomic_dir(out) as tmp:
         writer = ConvertedWriter(tmp, source=source.kind)
-        source.convert(raw_root(raw), writer)
+        source.convert(root, writer)
         return writer.finish()

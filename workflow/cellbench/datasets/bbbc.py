@@ -5,13 +5,34 @@ checked against ``checksums.yaml`` (see each class for the files and layouts).
 
 Outline ground truth (BBBC009, BBBC007, BBBC018) is turned into instances by one rule,
 :func:`outlines_to_labels`: the regions enclosed by the outline strokes are the cells.
-Enclosed regions are found as the **4-connected** components of the non-outline pixels
-that do not reach the image border (8-connectivity would leak through diagonal strokes
-and merge touching cells); enclosed regions smaller than ``min_area`` pixels (default
-30) are the little gaps where strokes cross, not cells, and are dropped; with
-``outline_pixels: assign`` (default) the stroke pixels then go to the nearest cell
-within 2 pixels, so that a cell includes its own outline. Cells cut by the image border
-whose outline is not closed cannot be recovered and are missing from the labels.
+
+1. Enclosed regions are the **4-connected** components of the non-outline pixels that
+   do not reach the image border (8-connectivity would leak through diagonal strokes
+   and merge touching cells). The free pixels that reach the border are the
+   *background*.
+2. Enclosed regions smaller than ``min_area`` pixels (default 30) are the little gaps
+   where strokes cross or run side by side, not cells, and are dropped.
+3. **Gaps enclosed by touching cells are dropped** (:func:`enclosed_gaps`): where three
+   or more outlined cells touch, the space between them is enclosed too, but its wall
+   is made of pieces of the *other* cells' outlines rather than one closed stroke of
+   its own. Every stroke pixel is given to the nearest region (a region's *territory*
+   is the region plus the strokes nearer to it than to any other region, the
+   background counting as one region). A region is a gap when (a) at most
+   :data:`GAP_MAX_BACKGROUND` (10 %) of the border of its territory touches the
+   background, i.e. it is walled in, (b) at least :data:`GAP_MIN_NEIGHBOURS` (2)
+   enclosed regions larger than it share that wall, and (c) it is clearly not
+   convex: its area is below :data:`GAP_MAX_SOLIDITY` (80 %) of its convex hull.
+   (c) follows from the geometry: the wall of a gap is the outer, convex side of the
+   cells around it, so the gap curves inwards (a gap between three or four touching
+   round cells fills 40-45 % of its convex hull as a continuous drawing, 55-70 % when
+   drawn with 1-px strokes on the pixel grid; a cell 95 % or more). (b) and (c) keep
+   a convex cell that is completely surrounded by other cells. ``drop_gaps=False``
+   turns the rule off.
+4. With ``outline_pixels: assign`` (default) the stroke pixels then go to the nearest
+   cell within 2 pixels, so that a cell includes its own outline.
+
+Cells cut by the image border whose outline is not closed cannot be recovered and are
+missing from the labels.
 """
 
 from __future__ import annotations
@@ -24,10 +45,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
+from skimage.morphology import convex_hull_image
 from skimage.segmentation import expand_labels
 
-from cellbench.datasets._common import find_dir, find_file, iter_files, log, relabel
+from cellbench.datasets._common import find_dir, find_file, iter_files, relabel
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
@@ -35,7 +58,7 @@ from cellbench.datasets.base import (
     safe_image_id,
 )
 from cellbench.datasets.download import fetch_and_extract
-from cellbench.io import read_image, write_csv, write_json
+from cellbench.io import CellbenchIOError, read_image, write_csv, write_json
 
 __all__ = [
     "BBBC007",
@@ -43,6 +66,7 @@ __all__ = [
     "BBBC018",
     "BBBC039",
     "BBBC041",
+    "enclosed_gaps",
     "outline_mask",
     "outlines_to_labels",
     "read_cellomics_dib",
@@ -71,7 +95,69 @@ def outline_mask(outline: np.ndarray) -> np.ndarray:
     return mask
 
 
-def outlines_to_labels(outline: np.ndarray, *, min_area: int, outline_pixels: str) -> np.ndarray:
+#: Gap rule (a): largest share of a region's territory border that touches the background.
+GAP_MAX_BACKGROUND = 0.1
+#: Gap rule (b): fewest enclosed regions larger than the gap that share its wall.
+GAP_MIN_NEIGHBOURS = 2
+#: Gap rule (c): largest area / convex-hull area of a gap.
+GAP_MAX_SOLIDITY = 0.8
+#: How far (px) stroke pixels are shared out between the regions on either side.
+_STROKE_REACH = 10
+
+
+def enclosed_gaps(regions: np.ndarray, candidates: np.ndarray, background: np.ndarray) -> list[int]:
+    """Ids of the enclosed regions that are gaps walled in by touching cells (rule 3 above).
+
+    Parameters
+    ----------
+    regions : ``(H, W)`` int, the 4-connected components of the non-stroke pixels
+        (0 = stroke).
+    candidates : bool per region id, the enclosed regions still counted as cells.
+    background : bool per region id, the regions that reach the image border.
+
+    Returns
+    -------
+    list of int
+        Region ids (of ``candidates``) to drop.
+    """
+    n = int(regions.max())
+    if n == 0 or not candidates.any():
+        return []
+    outside = n + 1
+    territory = np.where(candidates[regions], regions, 0)
+    territory[background[regions] & (regions > 0)] = outside
+    territory = expand_labels(territory, distance=_STROKE_REACH)
+    # every 4-neighbour pair of pixels in two different territories is one contact
+    a = np.concatenate([territory[:, :-1].ravel(), territory[:-1, :].ravel()])
+    b = np.concatenate([territory[:, 1:].ravel(), territory[1:, :].ravel()])
+    touching = (a != b) & (a > 0) & (b > 0)
+    a, b = a[touching], b[touching]
+    pairs, counts = np.unique(
+        np.stack([np.concatenate([a, b]), np.concatenate([b, a])]), axis=1, return_counts=True
+    )
+    sizes = np.bincount(regions.ravel(), minlength=n + 1)
+    slices = ndi.find_objects(regions)
+    gaps = []
+    for region in np.flatnonzero(candidates):
+        mine = pairs[0] == region
+        others, n_contacts = pairs[1][mine], counts[mine]
+        total = int(n_contacts.sum())
+        if total == 0:
+            continue
+        if n_contacts[others == outside].sum() > GAP_MAX_BACKGROUND * total:
+            continue
+        walls = others[(others != outside) & (sizes[np.minimum(others, n)] > sizes[region])]
+        if walls.size < GAP_MIN_NEIGHBOURS:
+            continue
+        shape = regions[slices[region - 1]] == region
+        if shape.sum() < GAP_MAX_SOLIDITY * convex_hull_image(shape).sum():
+            gaps.append(int(region))
+    return gaps
+
+
+def outlines_to_labels(
+    outline: np.ndarray, *, min_area: int, outline_pixels: str, drop_gaps: bool
+) -> np.ndarray:
     """Instances enclosed by hand-drawn outline strokes (rule in the module docstring).
 
     Parameters
@@ -80,6 +166,7 @@ def outlines_to_labels(outline: np.ndarray, *, min_area: int, outline_pixels: st
     min_area : enclosed regions with fewer pixels are stroke-crossing gaps, dropped.
     outline_pixels : ``assign`` gives stroke pixels to the nearest cell within 2 px;
         ``background`` leaves them at 0.
+    drop_gaps : drop the gaps enclosed by touching cells (:func:`enclosed_gaps`).
 
     Returns
     -------
@@ -93,10 +180,14 @@ def outlines_to_labels(outline: np.ndarray, *, min_area: int, outline_pixels: st
     regions = connected_components(free, connectivity=1)
     edge = np.unique(np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]]))
     sizes = np.bincount(regions.ravel())
-    drop = np.zeros(sizes.size, dtype=bool)
-    drop[edge] = True
+    background = np.zeros(sizes.size, dtype=bool)
+    background[edge] = True
+    background[0] = False
+    drop = background.copy()
     drop[sizes < int(min_area)] = True
     drop[0] = True
+    if drop_gaps:
+        drop[enclosed_gaps(regions, ~drop, background)] = True
     regions[drop[regions]] = 0
     labels = relabel(regions)
     if outline_pixels == "assign" and labels.max() > 0:
@@ -107,7 +198,11 @@ def outlines_to_labels(outline: np.ndarray, *, min_area: int, outline_pixels: st
 
 def _fill_options(opts) -> dict:
     """The :func:`outlines_to_labels` keywords of an outline source's options."""
-    return {"min_area": opts.min_area, "outline_pixels": opts.outline_pixels}
+    return {
+        "min_area": opts.min_area,
+        "outline_pixels": opts.outline_pixels,
+        "drop_gaps": opts.drop_gaps,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -149,10 +244,14 @@ class BBBC039(DatasetSource):
         test_stems = set()
         if test_list is not None:
             test_stems = {Path(x.strip()).stem for x in test_list.read_text().split() if x.strip()}
+        image_stems = {p.stem for p in image_dir.glob("*.tif")}
+        for mask_path in sorted(mask_dir.glob("*.png")):
+            if mask_path.stem not in image_stems:
+                writer.skip(mask_path, f"mask with no image {mask_path.stem}.tif in {image_dir}")
         for image_path in sorted(image_dir.glob("*.tif")):
             mask_path = mask_dir / f"{image_path.stem}.png"
             if not mask_path.is_file():
-                log.warning("%s: no mask %s; skipped", image_path.name, mask_path.name)
+                writer.skip(image_path, f"no mask {mask_path.name} in {mask_dir}")
                 continue
             image = read_image(image_path)
             mask = read_image(mask_path)
@@ -168,6 +267,8 @@ class BBBC039(DatasetSource):
                 annotation="full",
                 official_split="test" if image_path.stem in test_stems else "",
                 source="BBBC039 v1",
+                origin=image_path,
+                label_origin=mask_path,
             )
 
 
@@ -205,9 +306,11 @@ class BBBC009(DatasetSource):
             (outlines if "outline" in rel else images)[path.stem] = path
         if not outlines:
             raise FileNotFoundError(f"{raw_dir}: no outline TIFFs (in a folder named *outlines*)")
+        for stem in sorted(set(images) - set(outlines)):
+            writer.skip(images[stem], "image with no outline file of the same name")
         for stem, outline_path in sorted(outlines.items()):
             if stem not in images:
-                log.warning("%s: no image for outline %s; skipped", raw_dir, outline_path.name)
+                writer.skip(outline_path, "outline file with no image of the same name")
                 continue
             image = read_image(images[stem])
             labels = outlines_to_labels(read_image(outline_path), **_fill_options(opts))
@@ -218,6 +321,8 @@ class BBBC009(DatasetSource):
                 cell_type="erythrocyte",
                 annotation="full",
                 source="BBBC009 v1 outlines",
+                origin=images[stem],
+                label_origin=outline_path,
             )
 
 
@@ -284,18 +389,28 @@ class BBBC007(DatasetSource):
             images["/".join(rel.parts[top + 1 :] if top is not None else rel.parts)] = path
         if not outlines:
             raise FileNotFoundError(f"{raw_dir}: no outline TIFFs (in BBBC007_v1_outlines/)")
+        for key in sorted(set(outlines) - set(images)):
+            writer.skip(outlines[key], "outline file with no image of the same name")
         for key in sorted(images):
             actin = _bbbc007_actin_name(key)
             if actin is None:
                 continue
             chosen = key if target == "nuclei" else actin
             if chosen not in images or chosen not in outlines:
-                log.warning("BBBC007 %s: image or outline for %s missing; skipped", key, target)
+                missing = "image" if chosen not in images else "outline"
+                writer.skip(
+                    images.get(chosen) or outlines.get(chosen) or key,
+                    f"no {missing} file for {chosen} ({target})",
+                )
                 continue
             image = read_image(images[chosen])
             labels = outlines_to_labels(read_image(outlines[chosen]), **fill)
             if labels.shape != image.shape[:2]:
-                raise ValueError(f"{outlines[chosen]}: shape {labels.shape} != image {image.shape}")
+                raise CellbenchIOError(
+                    f"{outlines[chosen]}: outline shape {labels.shape} differs from the image "
+                    f"{images[chosen]} {image.shape[:2]}. Check that the outline file belongs "
+                    "to this image (same sample folder and name)."
+                )
             sample = key.split("/")[0] if "/" in key else ""
             writer.add(
                 safe_image_id(Path(chosen).with_suffix("").as_posix()),
@@ -305,6 +420,8 @@ class BBBC007(DatasetSource):
                 group=sample or None,
                 annotation="full",
                 source=f"BBBC007 v1 {target} outlines",
+                origin=images[chosen],
+                label_origin=outlines[chosen],
             )
 
 
@@ -384,16 +501,20 @@ class BBBC018(DatasetSource):
         if not wells:
             raise FileNotFoundError(f"{raw_dir}: no BBBC018 .DIB images (BBBC018_v1_images/)")
         channel = "dna" if target == "nuclei" else "actin"
+        for name, path in sorted(outlines.items()):
+            if name.rsplit("-", 1)[0] not in wells:
+                writer.skip(path, "outline file with no .DIB image of the same well")
         for well in wells:
             outline = outlines.get(f"{well}-{target}.png")
             if outline is None or f"{well}-{channel}.dib" not in dibs:
-                log.warning("BBBC018 %s: no %s outline or %s image; skipped", well, target, channel)
+                missing = f"{target} outline" if outline is None else f"{channel} image"
+                writer.skip(dibs.get(f"{well}-{channel}.dib") or outline or well, f"no {missing}")
                 continue
             if opts.all_channels:
                 names = [f"{well}-{c}.dib" for c in ("dna", "actin", "ph3")]
                 missing = [n for n in names if n not in dibs]
                 if missing:
-                    log.warning("BBBC018 %s: missing %s; skipped", well, missing)
+                    writer.skip(outline, f"channel image(s) {missing} missing")
                     continue
                 image = np.stack([read_cellomics_dib(dibs[n]) for n in names], axis=-1)
             else:
@@ -403,7 +524,11 @@ class BBBC018(DatasetSource):
                 drawing = drawing[::-1]
             labels = outlines_to_labels(drawing, **fill)
             if labels.shape != image.shape[:2]:
-                raise ValueError(f"{outline}: shape {labels.shape} != image {image.shape[:2]}")
+                raise CellbenchIOError(
+                    f"{outline}: outline shape {labels.shape} differs from the image "
+                    f"{dibs[f'{well}-{channel}.dib']} {image.shape[:2]}. Check that the outline "
+                    "file belongs to this field (same well index)."
+                )
             writer.add(
                 safe_image_id(f"{well}-{target}"),
                 image,
@@ -412,6 +537,8 @@ class BBBC018(DatasetSource):
                 group=well,
                 annotation="full",
                 source=f"BBBC018 v1 {target} outlines",
+                origin=dibs[f"{well}-{channel}.dib"],
+                label_origin=outline,
             )
 
 
@@ -476,7 +603,7 @@ class BBBC041(DatasetSource):
                 pathname = entry["image"]["pathname"].lstrip("/")
                 image_path = json_path.parent / pathname
                 if not image_path.is_file():
-                    log.warning("%s: image %s missing; skipped", json_path.name, image_path)
+                    writer.skip(json_path, f"entry for image {image_path} that is missing")
                     continue
                 image_id = safe_image_id(Path(pathname).stem)
                 if image_id in seen:
@@ -522,6 +649,8 @@ class BBBC041(DatasetSource):
                     official_split=official,
                     contested_pixels=contested,
                     source="BBBC041 v1 bounding boxes",
+                    origin=image_path,
+                    label_origin=json_path,
                 )
         columns = ["id", "category", "row_min", "col_min", "row_max", "col_max"]
         write_csv(writer.out_dir / "boxes.csv", pd.DataFrame(boxes, columns=columns))

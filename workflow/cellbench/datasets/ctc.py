@@ -58,7 +58,7 @@ from cellbench.datasets.base import (
     safe_image_id,
 )
 from cellbench.datasets.download import fetch_and_extract, remote_files
-from cellbench.io import read_image
+from cellbench.io import CellbenchIOError, read_image
 
 __all__ = ["CellTrackingChallenge", "COMPLETE_GT"]
 
@@ -78,6 +78,53 @@ def _index(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
         if match and path.is_file():
             found[int(match.group(1))] = path
     return found
+
+
+def _sequence_dirs(folder: Path) -> list[str]:
+    """Names of the sequence folders (``01``, ``02``, ...) directly in ``folder``, sorted."""
+    try:
+        return sorted(
+            p.name for p in Path(folder).iterdir() if p.is_dir() and _SEQ_RE.match(p.name)
+        )
+    except OSError:
+        return []
+
+
+def _listing(folder: Path, limit: int = 12) -> str:
+    """A short, sorted list of what ``folder`` holds (folders marked with a slash)."""
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return "nothing (cannot be read)"
+    names = [p.name + ("/" if p.is_dir() else "") for p in entries if not p.name.startswith(".")]
+    if not names:
+        return "nothing (empty folder)"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _not_found_message(raw_dir: Path, name: str, key: str) -> str:
+    """What was looked for and what was found, when no CTC dataset folder is recognised."""
+    looked = (
+        f"looked for sequence folders (two-digit names such as 01 or 02, holding tNNN.tif "
+        f"frames, next to 01_GT/ or 02_GT/) in {raw_dir / name} and in {raw_dir}"
+    )
+    if not raw_dir.is_dir():
+        found = f"{raw_dir} does not exist"
+    else:
+        found = f"found in {raw_dir}: {_listing(raw_dir)}"
+        if (raw_dir / name).is_dir():
+            found += f"; found in {raw_dir / name}: {_listing(raw_dir / name)}"
+        others = [p for p in sorted(raw_dir.iterdir()) if p.is_dir() and _sequence_dirs(p)]
+        if others:
+            found += "; " + "; ".join(
+                f"{p.name}/ holds sequence folders {', '.join(_sequence_dirs(p))}" for p in others
+            )
+    return (
+        f"no CTC dataset '{name}' under {raw_dir}: {looked}; {found}. Set "
+        f"datasets.{key}.options.name to the dataset's folder name and 'path:' to the folder "
+        "that holds it (or the dataset folder itself)."
+    )
 
 
 def _frame_groups(base: str, frames: list[int], blocks: int | None) -> dict[int, str]:
@@ -108,14 +155,9 @@ class CellTrackingChallenge(DatasetSource):
     def _dataset_root(self, raw_dir: Path, name: str) -> Path:
         raw_dir = Path(raw_dir)
         for candidate in (raw_dir / name, raw_dir):
-            if candidate.is_dir() and any(
-                p.is_dir() and _SEQ_RE.match(p.name) for p in candidate.iterdir()
-            ):
+            if _sequence_dirs(candidate):
                 return candidate
-        raise FileNotFoundError(
-            f"{raw_dir}: no CTC dataset '{name}' (expected {raw_dir / name}/01/t000.tif and "
-            f"{raw_dir / name}/01_GT/SEG/). Check options.name and the path."
-        )
+        raise FileNotFoundError(_not_found_message(raw_dir, name, self.cfg.name))
 
     def convert(self, raw_dir: Path, writer: ConvertedWriter) -> None:
         """Convert every frame that has a label file of the chosen truth."""
@@ -124,7 +166,7 @@ class CellTrackingChallenge(DatasetSource):
         truth = opts.truth
         blocks = opts.frame_blocks
         root = self._dataset_root(raw_dir, name)
-        available = sorted(p.name for p in root.iterdir() if p.is_dir() and _SEQ_RE.match(p.name))
+        available = _sequence_dirs(root)
         wanted = [str(s).zfill(2) for s in opts.sequences] if opts.sequences else available
         unknown = [s for s in wanted if s not in available]
         if unknown:
@@ -145,10 +187,12 @@ class CellTrackingChallenge(DatasetSource):
             else:
                 log.warning("%s: no %s segmentation for sequence %s; skipped", name, truth, seq)
         if not sequences:
+            looked = ", ".join(f"{s}_{truth}/SEG/man_segNNN.tif" for s in wanted)
             raise FileNotFoundError(
                 f"{root}: no sequence has {truth} segmentation ({truth} = "
-                f"{'gold' if truth == 'GT' else 'silver'} truth). "
-                + self._truth_hint(root, wanted[0] if wanted else "01", truth)
+                f"{'gold' if truth == 'GT' else 'silver'} truth): found sequence folders: "
+                f"{', '.join(available)}; looked for {looked}; found in {root}: "
+                f"{_listing(root)}. " + self._truth_hint(root, wanted, truth)
             )
         test_seq = self._test_sequence(opts.test_sequence, sequences)
         if opts.annotation:
@@ -170,18 +214,31 @@ class CellTrackingChallenge(DatasetSource):
             segs = _index(root / f"{seq}_{truth}" / "SEG", _SEG_RE)
             missing = sorted(f for f in segs if f not in frames)
             for frame in missing:
-                log.warning(
-                    "%s: no frame t%03d for %s; skipped", root / seq, frame, segs[frame].name
-                )
+                writer.skip(segs[frame], f"no frame t{frame:03d}.tif in {root / seq}")
             kept = [f for f in sorted(segs) if f in frames]
+            if not kept:
+                log.warning(
+                    "%s: none of the %d %s label files has its frame tNNN.tif in %s "
+                    "(found there: %s); sequence %s skipped",
+                    name,
+                    len(segs),
+                    truth,
+                    root / seq,
+                    _listing(root / seq, 5),
+                    seq,
+                )
+                continue
             group_of = _frame_groups(f"{name}/{seq}", kept, blocks)
             for frame in kept:
                 seg_path = segs[frame]
                 image = read_image(frames[frame])
                 labels = read_label_image(seg_path)
                 if labels.shape != image.shape[:2]:
-                    raise ValueError(
-                        f"{seg_path}: shape {labels.shape} differs from {frames[frame]} {image.shape}"
+                    raise CellbenchIOError(
+                        f"{seg_path}: shape {labels.shape} differs from the frame "
+                        f"{frames[frame]} {image.shape}. The label file must have the frame's "
+                        "size: check that the archive was extracted completely and that the "
+                        "files of different datasets are not mixed."
                     )
                 writer.add(
                     safe_image_id(f"{name}_{seq}_t{frame:03d}"),
@@ -194,6 +251,8 @@ class CellTrackingChallenge(DatasetSource):
                     annotation=level,
                     official_split="test" if seq == test_seq else "",
                     source=f"CTC {name} {seq}_{truth}/SEG",
+                    origin=frames[frame],
+                    label_origin=seg_path,
                 )
 
     def _test_sequence(self, option: object, sequences: list[str]) -> str | None:
@@ -210,8 +269,9 @@ class CellTrackingChallenge(DatasetSource):
         return seq
 
     @staticmethod
-    def _truth_hint(root: Path, seq: str, truth: str) -> str:
+    def _truth_hint(root: Path, seqs: str | list[str], truth: str) -> str:
         other = "ST" if truth == "GT" else "GT"
-        if (root / f"{seq}_{other}" / "SEG").is_dir():
+        seqs = [seqs] if isinstance(seqs, str) else seqs
+        if any((root / f"{seq}_{other}" / "SEG").is_dir() for seq in seqs):
             return f"{other} exists: set 'truth: {other}' in the dataset options."
         return "Check that the CTC training archive was extracted completely."

@@ -18,7 +18,9 @@ Archives (:func:`safe_extract`)
 Kaggle (:func:`kaggle_download`)
     Uses the official ``kaggle`` package. Missing credentials and competition rules
     that were not accepted stop with :class:`KaggleSetupError`, whose message says
-    where the token goes or which page to accept. Credentials are never printed,
+    where the token goes or which page to accept. A machine that cannot reach Kaggle
+    (offline, DNS failure, firewall, proxy, time-out) stops with :class:`DownloadError`
+    saying so, and how to download by hand and use ``source: local``. Credentials are never printed,
     logged or copied: messages only name files and environment variables, and any
     text coming back from the Kaggle library is scrubbed of the key first.
 
@@ -50,6 +52,8 @@ from typing import Any
 
 import yaml
 
+from cellbench.io import CellbenchIOError
+
 __all__ = [
     "CHECKSUMS_FILE",
     "ChecksumError",
@@ -79,8 +83,12 @@ ALLOW_UNVERIFIED_ENV = "CELLBENCH_ALLOW_UNVERIFIED"
 _USER_AGENT = "cellbench-downloader/0.1 (+https://github.com/)"
 
 
-class DownloadError(RuntimeError):
-    """A download failed; the message says what happened and what to do."""
+class DownloadError(CellbenchIOError, RuntimeError):
+    """A download failed; the message says what happened and what to do.
+
+    A :class:`~cellbench.io.CellbenchIOError` (a file could not be obtained), so the
+    command line prints the message instead of a traceback.
+    """
 
 
 class ChecksumError(DownloadError):
@@ -687,7 +695,9 @@ def kaggle_download(
         No credentials (says where the token goes), invalid credentials (HTTP 401), or
         competition rules not accepted (HTTP 403, names the rules page to accept).
     DownloadError
-        Any other failure, with the Kaggle message scrubbed of secrets.
+        The machine cannot reach Kaggle (says how to download by hand and use
+        ``source: local``), or any other failure, with the Kaggle message scrubbed of
+        secrets.
     """
     source = find_kaggle_credentials()
     log.info("Kaggle credentials: %s", source)
@@ -734,6 +744,70 @@ def _kaggle_failure(exc: BaseException, competition: str, source: str) -> Downlo
         return DownloadError(
             f"Kaggle has no competition '{competition}' (HTTP 404); check the name."
         )
+    if status is None and _is_unreachable(exc):
+        return DownloadError(_unreachable_message(exc, competition))
     return DownloadError(
         f"Kaggle download of '{competition}' failed: {type(exc).__name__}: {_redact(str(exc))}"
+    )
+
+
+#: Exception class names (anywhere in the class hierarchy) that mean the network is not
+#: reachable: Python's own, ``requests``' and ``urllib3``'s.
+_UNREACHABLE_NAMES = frozenset(
+    {
+        "ConnectionError",
+        "ConnectTimeout",
+        "ConnectTimeoutError",
+        "MaxRetryError",
+        "NameResolutionError",
+        "NewConnectionError",
+        "ProxyError",
+        "ReadTimeout",
+        "SSLError",
+        "Timeout",
+        "TimeoutError",
+        "URLError",
+        "gaierror",
+        "timeout",
+    }
+)
+
+
+def _exception_chain(exc: BaseException, limit: int = 20) -> list[BaseException]:
+    """``exc``, its causes / contexts and the exceptions held in its ``reason`` or args."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < limit:
+        item = todo.pop()
+        if any(item is s for s in seen):
+            continue
+        seen.append(item)
+        linked = [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+        todo.extend(e for e in linked if isinstance(e, BaseException))
+    return seen
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (from the Kaggle client) means Kaggle's servers could not be reached."""
+    for item in _exception_chain(exc):
+        if isinstance(item, ConnectionError | TimeoutError):
+            return True
+        if any(cls.__name__ in _UNREACHABLE_NAMES for cls in type(item).__mro__):
+            return True
+    return False
+
+
+def _unreachable_message(exc: BaseException, competition: str) -> str:
+    detail = _redact(str(exc))
+    if len(detail) > 240:
+        detail = detail[:240] + " ..."
+    return (
+        f"this machine cannot reach Kaggle, so the competition '{competition}' cannot be "
+        f"downloaded ({type(exc).__name__}: {detail}). It is offline, or a firewall or proxy "
+        "blocks www.kaggle.com / api.kaggle.com (cluster compute nodes often have no "
+        "internet). Fix: on a machine with internet access, download the data by hand "
+        f"(kaggle competitions download -c {competition}, or from "
+        f"https://www.kaggle.com/competitions/{competition}/data), unpack it, copy the folder "
+        "to this machine, and set 'source: local' and 'path: <that folder>' for this dataset "
+        "in params.yaml."
     )

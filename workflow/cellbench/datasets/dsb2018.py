@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellbench.datasets._common import find_dir, find_file, log
+from cellbench.datasets._common import find_dir, find_file
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
@@ -55,8 +55,8 @@ from cellbench.datasets.download import (
     kaggle_download,
     safe_extract,
 )
-from cellbench.datasets.rle import rle_decode_indices
-from cellbench.io import read_image
+from cellbench.datasets.rle import RLEError, rle_decode_indices
+from cellbench.io import CellbenchIOError, read_image
 
 __all__ = ["DSB2018", "image_class"]
 
@@ -114,7 +114,7 @@ class DSB2018(DatasetSource):
         image_id = folder.name
         image_path = folder / "images" / f"{image_id}.png"
         if not image_path.is_file():
-            log.warning("%s: no images/%s.png; skipped", folder, image_id)
+            writer.skip(folder, f"no image images/{image_id}.png in this folder")
             return
         image = _read_png(image_path, drop_alpha)
         h, w = image.shape[:2]
@@ -124,7 +124,11 @@ class DSB2018(DatasetSource):
             if mask.ndim == 3:
                 mask = mask[..., 0]
             if mask.shape != (h, w):
-                raise ValueError(f"{mask_path}: shape {mask.shape} differs from the image {(h, w)}")
+                raise CellbenchIOError(
+                    f"{mask_path}: mask shape {mask.shape} differs from the image {image_path} "
+                    f"{(h, w)}. Every mask in masks/ must have its image's size; replace the "
+                    "file with the original from stage1_train.zip."
+                )
             masks.append(mask > 0)
         labels, contested = masks_to_labels(masks, (h, w))
         writer.add(
@@ -136,6 +140,8 @@ class DSB2018(DatasetSource):
             annotation="full",
             contested_pixels=contested,
             source="dsb2018 stage1_train",
+            origin=image_path,
+            label_origin=folder / "masks",
         )
 
     def _add_test(self, raw_dir: Path, writer: ConvertedWriter, drop_alpha: bool) -> None:
@@ -150,21 +156,37 @@ class DSB2018(DatasetSource):
             )
         table = pd.read_csv(solution, dtype={"ImageId": str, "EncodedPixels": str})
         rows_by_id = {key: rows for key, rows in table.groupby("ImageId", sort=True)}
-        for folder in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        folders = sorted(p for p in test_dir.iterdir() if p.is_dir())
+        for image_id in sorted(set(rows_by_id) - {f.name for f in folders}):
+            writer.skip(
+                solution,
+                f"{len(rows_by_id[image_id])} row(s) of ImageId {image_id}, which has no folder "
+                f"in {test_dir}",
+            )
+        for folder in folders:
             image_id = folder.name
             rows = rows_by_id.get(image_id)
             if rows is None:
-                log.warning("%s: no rows in %s; skipped", image_id, solution.name)
+                writer.skip(folder, f"no rows for this ImageId in {solution}")
                 continue
-            image = _read_png(folder / "images" / f"{image_id}.png", drop_alpha)
+            image_path = folder / "images" / f"{image_id}.png"
+            image = _read_png(image_path, drop_alpha)
             h, w = image.shape[:2]
             sh, sw = int(rows["Height"].iloc[0]), int(rows["Width"].iloc[0])
             if (sh, sw) != (h, w):
-                raise ValueError(f"{solution}: {image_id} is {sh}x{sw} there, the image is {h}x{w}")
-            masks = [
-                rle_decode_indices(rle, (h, w), order="F")
-                for rle in rows["EncodedPixels"].fillna("")
-            ]
+                raise CellbenchIOError(
+                    f"{solution}: ImageId {image_id} is {sh}x{sw} there, but {image_path} is "
+                    f"{h}x{w}. Use the stage1_solution.csv released with stage1_test.zip."
+                )
+            masks = []
+            for row, rle in rows["EncodedPixels"].fillna("").items():
+                try:
+                    masks.append(rle_decode_indices(rle, (h, w), order="F"))
+                except RLEError as exc:
+                    raise CellbenchIOError(
+                        f"{solution}: line {int(row) + 2} (ImageId {image_id}): {exc}. Replace "
+                        "the file with the original stage1_solution.csv."
+                    ) from None
             labels, contested = masks_to_labels(masks, (h, w))
             writer.add(
                 safe_image_id(image_id),
@@ -176,4 +198,6 @@ class DSB2018(DatasetSource):
                 official_split="test",
                 contested_pixels=contested,
                 source="dsb2018 stage1_test + stage1_solution.csv",
+                origin=image_path,
+                label_origin=f"{solution}, rows of ImageId {image_id}",
             )

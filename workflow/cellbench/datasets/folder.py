@@ -20,6 +20,10 @@ Masks
     connected components (8-connectivity). A colour mask (``(H, W, 3)`` / ``(H, W, 4)``)
     gets one instance per connected region of one colour (black = background). Images keep their dtype and channels.
 
+Unpaired files
+    An image without a mask, or a mask / label file without an image of the same name,
+    is left out with a warning naming it (and counted as skipped in the conversion).
+
 Index columns
     ``cell_type`` from the ``cell_type`` option (default ``unknown``); ``group`` is the
     image name, or the first match group of ``group_regex`` applied to it (e.g.
@@ -39,13 +43,14 @@ from pathlib import Path
 import numpy as np
 from skimage.measure import label as connected_components
 
-from cellbench.datasets._common import find_dir, iter_files, log, relabel
+from cellbench.datasets._common import LABEL_FIX, find_dir, iter_files, relabel
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
+    Origin,
     safe_image_id,
 )
-from cellbench.io import read_image
+from cellbench.io import CellbenchIOError, read_image
 
 __all__ = ["Folder", "mask_to_instances"]
 
@@ -54,8 +59,21 @@ MASK_EXTS = (".tif", ".tiff", ".png")
 _MASK_SUFFIXES = ("_masks", "_mask", "_labels", "_label", "")
 
 
-def mask_to_instances(mask: np.ndarray) -> np.ndarray:
-    """Turn a user mask (instance ids, binary or colour-coded) into labels ``1..N``."""
+def mask_to_instances(mask: np.ndarray, origin: Origin = None) -> np.ndarray:
+    """Turn a user mask (instance ids, binary or colour-coded) into labels ``1..N``.
+
+    Parameters
+    ----------
+    mask : ``(H, W)`` integer ids, a binary mask, or ``(H, W, 3|4)`` colour regions.
+    origin : the mask's file, named in error messages.
+
+    Raises
+    ------
+    cellbench.io.CellbenchIOError
+        A mask of another shape, or with non-integer, non-finite or negative values;
+        the message names ``origin`` and the fix.
+    """
+    where = str(origin) if origin else "mask"
     mask = np.squeeze(np.asarray(mask))
     if mask.ndim == 3:
         colours = mask[..., :3] if mask.shape[-1] == 4 else mask
@@ -68,23 +86,43 @@ def mask_to_instances(mask: np.ndarray) -> np.ndarray:
         out[ids == bg] = 0
         return relabel(connected_components(out))
     if mask.ndim != 2:
-        raise ValueError(f"a mask must be (H, W) or (H, W, C), got shape {mask.shape}")
+        raise CellbenchIOError(
+            f"{where}: a mask must be (H, W) or (H, W, C), got shape {mask.shape}. {LABEL_FIX}"
+        )
     if mask.dtype == bool:
         return relabel(connected_components(mask))
     if not np.issubdtype(mask.dtype, np.integer):
+        if mask.dtype.kind not in "f":
+            raise CellbenchIOError(f"{where}: mask values are {mask.dtype}. {LABEL_FIX}")
+        if not np.isfinite(mask).all():
+            raise CellbenchIOError(f"{where}: mask holds NaN or infinite values. {LABEL_FIX}")
         if not np.all(np.mod(mask, 1) == 0):
-            raise ValueError("mask holds non-integer values; save instance labels as integers")
+            raise CellbenchIOError(
+                f"{where}: mask holds non-integer values (e.g. {_first_fraction(mask)}), so "
+                f"they cannot be cell ids. {LABEL_FIX}"
+            )
         mask = mask.astype(np.int64)
-    if mask.min() < 0:
-        raise ValueError("mask holds negative values")
+    if mask.size and mask.min() < 0:
+        raise CellbenchIOError(
+            f"{where}: mask holds negative values (minimum {int(mask.min())}). {LABEL_FIX}"
+        )
     values = np.unique(mask[mask > 0])
     if values.size == 1:
         return relabel(connected_components(mask > 0))
     return relabel(mask)
 
 
-def _cellpose_pairs(root: Path) -> list[tuple[Path, Path, str]]:
-    pairs = []
+def _first_fraction(mask: np.ndarray) -> float:
+    values = mask[np.mod(mask, 1) != 0]
+    return float(values.flat[0])
+
+
+Skipped = list[tuple[Path, str]]
+
+
+def _cellpose_pairs(root: Path) -> tuple[list[tuple[Path, Path, str]], Skipped]:
+    pairs, skipped = [], []
+    used_masks = set()
     for image in iter_files(root, "*_img.*"):
         if image.suffix.lower() not in IMAGE_EXTS:
             continue
@@ -98,33 +136,44 @@ def _cellpose_pairs(root: Path) -> list[tuple[Path, Path, str]]:
             None,
         )
         if mask is None:
-            log.warning("folder: %s has no %s_masks.* next to it; skipped", image, base)
+            skipped.append((image, f"no mask {base}_masks.png/.tif next to it"))
             continue
+        used_masks.add(mask)
         name = image.relative_to(root).with_name(base).as_posix()
         pairs.append((image, mask, name))
-    return pairs
+    if pairs:
+        for mask in iter_files(root, "*_masks.*"):
+            if mask.suffix.lower() in MASK_EXTS and mask not in used_masks:
+                base = mask.name[: -len("_masks" + mask.suffix)]
+                skipped.append((mask, f"mask with no image {base}_img.* next to it"))
+    return pairs, skipped
 
 
-def _folder_pairs(root: Path) -> list[tuple[Path, Path, str]]:
+def _folder_pairs(root: Path) -> tuple[list[tuple[Path, Path, str]], Skipped]:
     image_dir = find_dir(root, "images", max_depth=2)
     label_dir = find_dir(root, "labels", max_depth=2) or find_dir(root, "masks", max_depth=2)
     if image_dir is None or label_dir is None:
-        return []
+        return [], []
     labels = {}
     for path in iter_files(label_dir, "*"):
         if path.suffix.lower() in MASK_EXTS:
             labels[path.relative_to(label_dir).with_suffix("").as_posix()] = path
-    pairs = []
+    pairs, skipped = [], []
+    used = set()
     for image in iter_files(image_dir, "*"):
         if image.suffix.lower() not in IMAGE_EXTS:
             continue
         key = image.relative_to(image_dir).with_suffix("").as_posix()
-        mask = next((labels[key + s] for s in _MASK_SUFFIXES if key + s in labels), None)
-        if mask is None:
-            log.warning("folder: no label file for %s in %s; skipped", image.name, label_dir)
+        match = next((key + s for s in _MASK_SUFFIXES if key + s in labels), None)
+        if match is None:
+            skipped.append((image, f"no label file {key}.tif/.png in {label_dir}"))
             continue
-        pairs.append((image, mask, key))
-    return pairs
+        used.add(match)
+        pairs.append((image, labels[match], key))
+    for key, path in sorted(labels.items()):
+        if key not in used:
+            skipped.append((path, f"label file with no image of the same name in {image_dir}"))
+    return pairs, skipped
 
 
 class Folder(DatasetSource):
@@ -145,11 +194,16 @@ class Folder(DatasetSource):
             raise ValueError(f"datasets.{self.cfg.name}.options.annotation must be full or partial")
         group_re = re.compile(opts.group_regex) if opts.group_regex else None
         root = Path(raw_dir)
-        pairs = []
+        pairs: list[tuple[Path, Path, str]] = []
+        skipped: Skipped = []
         if layout in ("auto", "cellpose"):
-            pairs = _cellpose_pairs(root)
+            pairs, skipped = _cellpose_pairs(root)
         if not pairs and layout in ("auto", "images_labels"):
-            pairs = _folder_pairs(root)
+            folder_pairs, folder_skipped = _folder_pairs(root)
+            if folder_pairs or folder_skipped:
+                pairs, skipped = folder_pairs, folder_skipped
+        for path, reason in skipped:
+            writer.skip(path, reason)
         if not pairs:
             raise FileNotFoundError(
                 f"{root}: no image/mask pairs found. Put <name>_img.png next to "
@@ -163,10 +217,12 @@ class Folder(DatasetSource):
                 raise ValueError(f"{image_path}: two images map to the id '{image_id}'; rename one")
             used.add(image_id)
             image = read_image(image_path)
-            labels = mask_to_instances(read_image(mask_path))
+            labels = mask_to_instances(read_image(mask_path), mask_path)
             if labels.shape != image.shape[:2]:
-                raise ValueError(
-                    f"{mask_path}: mask shape {labels.shape} differs from image {image.shape[:2]}"
+                raise CellbenchIOError(
+                    f"{mask_path}: mask shape {labels.shape} differs from the image "
+                    f"{image_path.name} {image.shape[:2]}. Check that the mask belongs to this "
+                    "image (same name, same size)."
                 )
             group = image_id
             if group_re is not None:
@@ -183,4 +239,6 @@ class Folder(DatasetSource):
                 annotation=opts.annotation,
                 official_split="test" if is_test else "",
                 source=f"folder {root.name}",
+                origin=image_path,
+                label_origin=mask_path,
             )

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from skimage.draw import polygon as draw_polygon
 
-from cellbench.datasets._common import find_file, iter_files, log
+from cellbench.datasets._common import find_file, iter_files
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
@@ -54,7 +54,7 @@ from cellbench.datasets.base import (
 )
 from cellbench.datasets.download import fetch_and_extract
 from cellbench.datasets.rle import coco_rle_decode
-from cellbench.io import read_image
+from cellbench.io import CellbenchIOError, read_image
 
 __all__ = ["LIVECell", "coco_instance_indices", "parse_livecell_name"]
 
@@ -123,6 +123,7 @@ class LIVECell(DatasetSource):
         image_index = {p.name: p for p in iter_files(raw_dir, "*.tif*")}
         wanted_types = set(opts.cell_types) if opts.cell_types else None
         records = []
+        json_of: dict[str, Path] = {}
         for subset in subsets:
             path = find_file(raw_dir, f"livecell_coco_{subset}.json")
             if path is None:
@@ -130,6 +131,7 @@ class LIVECell(DatasetSource):
                     f"{raw_dir}: livecell_coco_{subset}.json not found; download it or drop "
                     f"'{subset}' from datasets.{self.cfg.name}.options.subsets"
                 )
+            json_of[subset] = path
             coco = json.loads(path.read_text())
             annotations = coco.get("annotations", [])
             if isinstance(annotations, dict):
@@ -150,20 +152,30 @@ class LIVECell(DatasetSource):
         rank = {seq: {t: i for i, t in enumerate(sorted(ts))} for seq, ts in times.items()}
         for subset, info, meta, anns in records:
             name = Path(info["file_name"]).name
+            json_path = json_of[subset]
             if name not in image_index:
-                log.warning("LIVECell: image %s not found under %s; skipped", name, raw_dir)
+                writer.skip(json_path, f"entry for image {name}, which is not under {raw_dir}")
                 continue
             image = read_image(image_index[name])
             h, w = image.shape[:2]
             if (int(info.get("height", h)), int(info.get("width", w))) != (h, w):
-                raise ValueError(
-                    f"{name}: image is {h}x{w}, the JSON says {info['height']}x{info['width']}"
+                raise CellbenchIOError(
+                    f"{image_index[name]}: image is {h}x{w}, but {json_path} says "
+                    f"{info['height']}x{info['width']}. Use the images and annotation files of "
+                    "the same LIVECell release."
                 )
-            masks = [
-                coco_instance_indices(ann["segmentation"], h, w)
-                for ann in anns
-                if not ann.get("iscrowd", 0)
-            ]
+            masks = []
+            for ann in anns:
+                if ann.get("iscrowd", 0):
+                    continue
+                try:
+                    masks.append(coco_instance_indices(ann["segmentation"], h, w))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise CellbenchIOError(
+                        f"{json_path}: annotation {ann.get('id', '?')} of image {name} cannot be "
+                        f"rasterised ({type(exc).__name__}: {exc}). Replace the file with the "
+                        "original LIVECell annotation JSON."
+                    ) from None
             labels, contested = masks_to_labels(masks, (h, w))
             seq = str(meta["sequence"])
             writer.add(
@@ -178,4 +190,6 @@ class LIVECell(DatasetSource):
                 official_split="test" if subset == "test" else "",
                 contested_pixels=contested,
                 source=f"LIVECell livecell_coco_{subset}.json",
+                origin=image_index[name],
+                label_origin=json_path,
             )

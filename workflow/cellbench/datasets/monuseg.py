@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from skimage.draw import polygon as draw_polygon
 
-from cellbench.datasets._common import iter_files, log
+from cellbench.datasets._common import iter_files
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
@@ -49,7 +49,7 @@ from cellbench.datasets.base import (
     safe_image_id,
 )
 from cellbench.datasets.download import fetch_and_extract
-from cellbench.io import read_image
+from cellbench.io import CellbenchIOError, read_image
 
 __all__ = ["MoNuSeg", "TSS_ORGAN", "read_aperio_polygons"]
 
@@ -69,15 +69,22 @@ TSS_ORGAN = {
 
 def read_aperio_polygons(xml_path: Path) -> list[np.ndarray]:
     """The ``Region`` polygons of an Aperio ImageScope XML, each ``(N, 2)`` as (row, col)."""
-    root = ET.parse(xml_path).getroot()
-    polygons = []
-    for region in root.iter("Region"):
-        vertices = [
-            (float(v.get("Y")), float(v.get("X")))
-            for v in region.iter("Vertex")
-            if v.get("X") is not None and v.get("Y") is not None
-        ]
-        polygons.append(np.asarray(vertices, dtype=float).reshape(-1, 2))
+    try:
+        root = ET.parse(xml_path).getroot()
+        polygons = []
+        for region in root.iter("Region"):
+            vertices = [
+                (float(v.get("Y")), float(v.get("X")))
+                for v in region.iter("Vertex")
+                if v.get("X") is not None and v.get("Y") is not None
+            ]
+            polygons.append(np.asarray(vertices, dtype=float).reshape(-1, 2))
+    except (ET.ParseError, ValueError) as exc:
+        raise CellbenchIOError(
+            f"{xml_path}: not a readable Aperio ImageScope annotation file "
+            f"({type(exc).__name__}: {exc}). Replace it with the original XML from the MoNuSeg "
+            "archive."
+        ) from None
     return polygons
 
 
@@ -100,10 +107,14 @@ class MoNuSeg(DatasetSource):
         xmls = list(iter_files(raw_dir, "*.xml"))
         if not xmls:
             raise FileNotFoundError(f"{raw_dir}: no MoNuSeg annotation XML files")
+        annotated = {p.stem for p in xmls}
+        for stem, path in sorted(images.items()):
+            if stem not in annotated:
+                writer.skip(path, "image with no annotation XML of the same name")
         for xml_path in xmls:
             stem = xml_path.stem
             if stem not in images:
-                log.warning("MoNuSeg: no image for %s; skipped", xml_path.name)
+                writer.skip(xml_path, "annotation XML with no image of the same name")
                 continue
             image = read_image(images[stem])
             h, w = image.shape[:2]
@@ -128,4 +139,6 @@ class MoNuSeg(DatasetSource):
                 official_split="test" if is_test else "",
                 contested_pixels=contested,
                 source="MoNuSeg 2018 Aperio XML",
+                origin=images[stem],
+                label_origin=xml_path,
             )

@@ -108,6 +108,10 @@ class OutlineOptions(Options):
     outline_pixels: Literal["assign", "background"] = Field(
         "assign", description="outline pixels join the nearest cell (assign) or stay background"
     )
+    drop_gaps: bool = Field(
+        True,
+        description="drop background gaps walled in by touching outlined cells (not cells)",
+    )
 
 
 class BBBC009Options(OutlineOptions):

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellbench.datasets._common import find_file, log
+from cellbench.datasets._common import find_file
 from cellbench.datasets.base import (
     ConvertedWriter,
     DatasetSource,
@@ -48,8 +48,8 @@ from cellbench.datasets.base import (
     safe_image_id,
 )
 from cellbench.datasets.download import cache_dir, kaggle_download, safe_extract
-from cellbench.datasets.rle import rle_decode_indices
-from cellbench.io import read_image, write_csv
+from cellbench.datasets.rle import RLEError, rle_decode_indices
+from cellbench.io import CellbenchIOError, read_image, write_csv
 
 __all__ = ["Sartorius"]
 
@@ -89,25 +89,42 @@ class Sartorius(DatasetSource):
             raise ValueError(
                 f"{csv_path}: missing column(s) {missing}; found {list(table.columns)}"
             )
+        if image_dir.is_dir():
+            listed = set(table["id"])
+            for png in sorted(image_dir.glob("*.png")):
+                if png.stem not in listed:
+                    writer.skip(png, f"image with no rows in {csv_path}")
         if opts.cell_types:
             table = table[table["cell_type"].isin(list(opts.cell_types))]
         metadata = []
         for image_id, rows in table.groupby("id", sort=True):
             path = image_dir / f"{image_id}.png"
             if not path.is_file():
-                log.warning("%s: image %s missing; skipped", csv_path.name, path)
+                writer.skip(
+                    csv_path, f"{len(rows)} row(s) of image {image_id}, but {path} is missing"
+                )
                 continue
             image = read_image(path)
             h, w = int(rows["height"].iloc[0]), int(rows["width"].iloc[0])
             if image.shape[:2] != (h, w):
-                raise ValueError(
-                    f"{path}: image is {image.shape[:2]}, train.csv says height={h} width={w}"
+                raise CellbenchIOError(
+                    f"{path}: image is {image.shape[:2]}, but {csv_path} says height={h} "
+                    f"width={w} for it. Use the original train.csv and train/ of the same "
+                    "competition download."
                 )
-            masks = [
-                rle_decode_indices(rle, (h, w), order=order)
-                for rle in rows["annotation"]
-                if rle.strip()
-            ]
+            masks = []
+            for row, rle in rows["annotation"].items():
+                if not rle.strip():
+                    continue
+                try:
+                    masks.append(rle_decode_indices(rle, (h, w), order=order))
+                except RLEError as exc:
+                    raise CellbenchIOError(
+                        f"{csv_path}: line {int(row) + 2} (image {image_id}): {exc}. Replace the "
+                        "file with the original train.csv; if the runs go down columns instead "
+                        f"of along rows, set 'rle_order: column' under datasets.{self.cfg.name}"
+                        ".options."
+                    ) from None
             labels, contested = masks_to_labels(masks, (h, w))
             sample = rows["sample_id"].iloc[0] if "sample_id" in rows else ""
             out_id = safe_image_id(image_id)
@@ -120,6 +137,8 @@ class Sartorius(DatasetSource):
                 annotation="full",
                 contested_pixels=contested,
                 source="sartorius train.csv",
+                origin=path,
+                label_origin=f"{csv_path}, rows of image {image_id}",
             )
             metadata.append(
                 {"id": out_id, **{c: rows[c].iloc[0] if c in rows else "" for c in _METADATA}}
