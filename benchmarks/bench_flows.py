@@ -318,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         from cellbench.inference import predict_maps
 
         for size in sizes:
-            maps = predict_maps(family, net, image_mosaic(test_images, size), torch.device("cpu"))
+            maps = predict_maps(
+                family, net, image_mosaic(test_images, size), torch.device("cpu"), tta=False
+            )
             cases.append(("network", size, None, maps[:2], maps[2]))
 
     # warm-up (lazy initialisation in torch / scipy) so the first case is not penalised

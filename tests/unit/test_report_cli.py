@@ -61,3 +61,25 @@ def test_ap_curve_svg_has_one_line_per_model() -> None:
     results = [ModelResult("d", m, "unet", summary, pd.DataFrame()) for m in ("a", "b")]
     svg = ap_curve_svg(results)
     assert svg.count("<polyline") == 2 and svg.startswith("<svg")
+
+
+def test_size_table_compares_estimated_and_true_diameters() -> None:
+    import pandas as pd
+    from cellbench.report.render import ModelResult, _size_table
+
+    per_image = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "true_diameter": [10.0, 20.0, 40.0],
+            "estimated_diameter": [11.0, 20.0, 60.0],
+        }
+    )
+    config = {"options": {"diameter": 30.0}}
+    sized = ModelResult("d", "unet_size", "unet", {}, per_image, config=config)
+    plain = ModelResult("d", "unet", "unet", {}, per_image.drop(columns="estimated_diameter"))
+    html = _size_table([sized, plain])
+    assert "unet_size" in html and ">unet<" not in html
+    assert (
+        "<td>20.0</td><td>20.0</td><td>1.10</td><td>0.67</td>" in html
+    )  # medians, 2 of 3 within 20 %
+    assert _size_table([plain]) == ""

@@ -366,11 +366,15 @@ def test_predict_maps_reports_tiles() -> None:
     net = family.build_network().eval()
     image = np.random.default_rng(0).random((1, 150, 170)).astype(np.float32)
     calls: list[tuple[int, int]] = []
-    tiled = predict_maps(family, net, image, "cpu", 96, 32, progress=lambda *a: calls.append(a))
+    tiled = predict_maps(
+        family, net, image, "cpu", 96, 32, progress=lambda *a: calls.append(a), tta=False
+    )
     total = calls[-1][1]
     assert total > 1 and calls == [(i, total) for i in range(1, total + 1)]
     calls.clear()
-    whole = predict_maps(family, net, image, "cpu", 1024, progress=lambda *a: calls.append(a))
+    whole = predict_maps(
+        family, net, image, "cpu", 1024, progress=lambda *a: calls.append(a), tta=False
+    )
     assert calls == [(1, 1)] and whole.shape == tiled.shape
 
 

@@ -72,8 +72,8 @@ def test_tiled_prediction_matches_whole_image_closely() -> None:
     family = get_family(ModelConfig("u", "unet", dict(TINY_UNET)))
     net = family.build_network().eval()
     image = np.random.default_rng(0).random((1, 150, 170)).astype(np.float32)
-    whole = predict_maps(family, net, image, "cpu", tile_size=1024)
-    tiled = predict_maps(family, net, image, "cpu", tile_size=96, overlap=32)
+    whole = predict_maps(family, net, image, "cpu", tile_size=1024, tta=False)
+    tiled = predict_maps(family, net, image, "cpu", tile_size=96, overlap=32, tta=False)
     assert whole.shape == tiled.shape == (3, 150, 170)
     np.testing.assert_allclose(tiled.sum(axis=0), 1.0, atol=1e-5)  # still probabilities
     assert np.abs(whole - tiled).mean() < 0.1
@@ -95,7 +95,14 @@ def test_train_predict_postprocess_round_trip(tiny_dataset, tmp_path: Path) -> N
         "history.csv",
     }
     history = pd.read_csv(out / "history.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "lr", "seconds"]
+    assert list(history.columns) == [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_mean_ap",
+        "lr",
+        "seconds",
+    ]
     assert history["val_loss"].notna().all()
     # same seed -> same weights (one seed drives init, crops and augmentation)
     again = tmp_path / "again"
@@ -110,7 +117,7 @@ def test_train_predict_postprocess_round_trip(tiny_dataset, tmp_path: Path) -> N
     assert set(model.thresholds.resolved()) == {"seed_threshold", "mask_threshold", "split_h"}
     assert predict_dir(out, converted, split, tmp_path / "pred", device="cpu") == 2
     assert postprocess_dir(out, tmp_path / "pred", tmp_path / "masks") == 2
-    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["img4.tif", "img5.tif"]
+    assert sorted(p.name for p in (tmp_path / "masks").glob("*.tif")) == ["img4.tif", "img5.tif"]
 
 
 def test_classical_tunes_on_val_and_segments(tiny_dataset, tmp_path: Path) -> None:
@@ -180,3 +187,87 @@ def test_tune_thresholds_partial_uses_seg_and_survives_nan() -> None:
     assert tuned["val_score"] > 0.5
     empty = tune_thresholds(family, [], [])
     assert empty["selected"] == family.threshold_grid()[0].resolved()
+
+
+def test_size_normalised_training_selects_on_val_ap_and_predicts_at_scale(
+    tiny_dataset, tmp_path: Path
+) -> None:
+    from cellbench.io import read_json
+
+    converted, split = tiny_dataset
+    options = {**TINY_UNET, "diameter": 30.0, "select_by": "val_mean_ap", "select_every": 1}
+    cfg = ModelConfig("unet", "unet", options)
+    out = tmp_path / "model"
+    config = train_model(cfg, "tiny", converted, split, out, seed=3, device="cpu", progress=False)
+    assert config["options"]["diameter"] == 30.0 and config["options"]["select_by"] == "val_mean_ap"
+    assert config["train_diameters"]["median"] > 0
+    history = pd.read_csv(out / "history.csv")
+    assert history["val_mean_ap"].notna().all()  # scored every epoch (select_every 1)
+    assert predict_dir(out, converted, split, tmp_path / "pred", device="cpu") == 2
+    scales = pd.read_csv(tmp_path / "pred" / "diameters.csv", dtype={"id": str})
+    assert list(scales["id"]) == ["img4", "img5"] and (scales["factor"] > 0).all()
+    assert not scales["given"].any()
+    predict_dir(out, converted, split, tmp_path / "given", device="cpu", image_diameter=15.0)
+    given = pd.read_csv(tmp_path / "given" / "diameters.csv")
+    assert given["given"].all() and given["factor"].tolist() == [2.0, 2.0]
+    for p in (tmp_path / "given").glob("*.tif"):
+        import tifffile
+
+        assert tifffile.imread(p).shape[1:] == (80, 96)  # back on the original grid
+    postprocess_dir(out, tmp_path / "pred", tmp_path / "masks")
+    assert (tmp_path / "masks" / "diameters.csv").is_file()
+    assert read_json(out / "thresholds.json")["selected"]
+
+
+def test_scale_jitter_keeps_classes_and_gamma_keeps_range() -> None:
+    from cellbench.train import Sample, _scaled_crop, random_gamma
+
+    family = get_family(ModelConfig("u", "unet", dict(TINY_UNET)))
+    _, labels = generate_image(0, "fluorescent", SyntheticOptions(height=96, width=96))
+    image = np.random.default_rng(1).random((1, 96, 96)).astype(np.float32)
+    sample = Sample("a", image, labels, target=family.make_target(labels))
+    rng = np.random.default_rng(0)
+    sizes = set()
+    for _ in range(20):
+        x, y = _scaled_crop(rng, sample, family, 64, 0.5)
+        assert x.shape == (1, 64, 64) and y.shape == (1, 64, 64)
+        assert set(np.unique(y)) <= {0.0, 1.0, 2.0}  # class indices never blended
+    for _ in range(20):
+        sizes.add(round(64 / float(np.exp(rng.uniform(-np.log1p(0.5), np.log1p(0.5))))))
+    assert min(sizes) < 50 and max(sizes) > 80  # the jitter really varies the scale
+    out = random_gamma(np.random.default_rng(0), image, 0.5)
+    assert out.min() >= image.min() - 1e-6 and out.max() <= image.max() + 1e-6
+    assert np.array_equal(np.argsort(out.ravel()), np.argsort(image.ravel()))  # monotonic
+    assert not np.allclose(out, image)
+
+
+def test_training_with_jitter_is_deterministic(tiny_dataset, tmp_path: Path) -> None:
+    import torch
+
+    converted, split = tiny_dataset
+    cfg = ModelConfig("unet", "unet", {**TINY_UNET, "scale_jitter": 0.3, "gamma_jitter": 0.2})
+    for name in ("a", "b"):
+        train_model(
+            cfg, "t", converted, split, tmp_path / name, seed=5, device="cpu", progress=False
+        )
+    w1 = torch.load(tmp_path / "a/weights.pt", weights_only=True)["state_dict"]
+    w2 = torch.load(tmp_path / "b/weights.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_in_channels_auto_follows_the_data(tiny_dataset, tmp_path: Path) -> None:
+    from cellbench.train import resolve_channels
+
+    converted, _ = tiny_dataset
+    family = get_family(ModelConfig("u", "unet", {**TINY_UNET, "in_channels": "auto"}))
+    with pytest.raises(ValueError, match="in_channels 'auto' is resolved"):
+        family.in_channels  # noqa: B018
+    assert resolve_channels(family, converted).in_channels == 1  # grey data
+    writer = ConvertedWriter(tmp_path / "colour")
+    image, labels = generate_image(0, "fluorescent", SyntheticOptions(height=64, width=64))
+    rgba = np.stack([image, image // 2, image // 3, np.full_like(image, 255)], axis=-1)
+    writer.add("c0", rgba, labels)
+    writer.finish()
+    resolved = resolve_channels(family, tmp_path / "colour")
+    assert resolved.in_channels == 3 and resolved.options.resolved()["in_channels"] == 3
+    assert resolved.build_network()(__import__("torch").zeros(1, 3, 64, 64)).shape[1] == 3

@@ -131,6 +131,7 @@ def cmd_predict(args) -> None:
         Path(args.out or f"results/predictions/{args.dataset}/{args.model}"),
         device=args.device,
         tile_size=args.tile_size,
+        image_diameter=args.diameter,
     )
     print(f"predict {args.dataset}/{args.model}: {n} images")
 
@@ -182,6 +183,7 @@ def cmd_segment(args) -> None:
         Path(args.out),
         device=args.device,
         tile_size=args.tile_size,
+        image_diameter=args.diameter,
         overwrite=args.overwrite,
     )
     for path in report.written:
@@ -304,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def tiles(p):
         p.add_argument("--tile-size", type=int, default=1024, help="predict larger images in tiles")
+        p.add_argument(
+            "--diameter",
+            type=float,
+            default=None,
+            help="object diameter (px) of the images, for models trained with the 'diameter' "
+            "option (default: the network estimates it per image)",
+        )
 
     def path(flag, help_):
         return lambda p: p.add_argument(flag, default=None, help=help_)

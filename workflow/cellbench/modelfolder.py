@@ -7,7 +7,7 @@
                         cellbench version, params hash, seed, data, timing, versions
       thresholds.json   the tuned post-processing setting ("selected") and the grid
       weights.pt        network state_dict (trainable families only)
-      history.csv       epoch, train_loss, val_loss, lr, seconds
+      history.csv       epoch, train_loss, val_loss, val_mean_ap, lr, seconds
 
 ``predict``, ``postprocess`` and ``segment`` read the folder alone: nothing in it
 depends on params.yaml or on the code's defaults on the day it is loaded.
@@ -41,7 +41,7 @@ __all__ = [
     "write_model_folder",
 ]
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_mean_ap", "lr", "seconds")
 
 
 def params_hash(section: Mapping[str, Any]) -> str:

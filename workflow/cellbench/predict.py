@@ -15,12 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellbench.inference import predict_maps
-from cellbench.io import atomic_dir, read_image, write_labels
+from cellbench.inference import predict_image
+from cellbench.io import atomic_dir, read_image, write_csv, write_labels
 from cellbench.modelfolder import load_model
 from cellbench.transforms import to_model_input
 
-__all__ = ["postprocess_dir", "predict_dir"]
+#: written by predict next to the maps: the scale each test image was predicted at
+DIAMETERS_CSV = "diameters.csv"
+DIAMETER_COLUMNS = ("id", "factor", "estimated_diameter", "passes", "given")
+
+__all__ = ["DIAMETERS_CSV", "postprocess_dir", "predict_dir"]
 
 
 def _test_ids(split_csv: Path, which: str = "test") -> list[str]:
@@ -36,19 +40,44 @@ def predict_dir(
     *,
     device: str = "auto",
     tile_size: int = 1024,
+    image_diameter: float | None = None,
 ) -> int:
-    """Predict maps for every test image of a dataset; returns the number of images."""
+    """Predict maps for every test image of a dataset; returns the number of images.
+
+    Besides one maps TIFF per image, writes ``diameters.csv`` (id, factor,
+    estimated_diameter, passes, given): the scale each image was predicted at, for
+    families with size normalisation (the ``diameter`` option); ``image_diameter`` (px)
+    overrides the estimate for every image.
+    """
     import tifffile
     from tqdm.auto import tqdm
 
     model = load_model(model_dir, device)
     ids = _test_ids(split_csv)
+    rows = []
     with atomic_dir(out_dir) as tmp:
         for image_id in tqdm(ids, desc="predict", mininterval=2.0):
             image = to_model_input(
                 read_image(converted / "images" / f"{image_id}.tif"), model.family.in_channels
             )
-            maps = predict_maps(model.family, model.net, image, model.device, tile_size)
+            maps, scale = predict_image(
+                model.family,
+                model.net,
+                image,
+                model.device,
+                thresholds=model.thresholds,
+                image_diameter=image_diameter,
+                tile_size=tile_size,
+            )
+            rows.append(
+                {
+                    "id": image_id,
+                    "factor": scale.factor,
+                    "estimated_diameter": scale.diameter,
+                    "passes": scale.passes,
+                    "given": scale.given,
+                }
+            )
             tifffile.imwrite(
                 tmp / f"{image_id}.tif",
                 maps.astype(np.float32),
@@ -56,6 +85,7 @@ def predict_dir(
                 photometric="minisblack",
                 metadata={"axes": "CYX", "Labels": list(model.family.map_names)},
             )
+        write_csv(tmp / DIAMETERS_CSV, pd.DataFrame(rows, columns=list(DIAMETER_COLUMNS)))
     return len(ids)
 
 
@@ -66,6 +96,9 @@ def postprocess_dir(model_dir: Path, predictions: Path, out_dir: Path) -> int:
     model = load_model(model_dir, device="cpu")
     files = sorted(Path(predictions).glob("*.tif"))
     with atomic_dir(out_dir) as tmp:
+        scales = Path(predictions) / DIAMETERS_CSV
+        if scales.is_file():  # the scale of each image travels with its mask, for scoring
+            write_csv(tmp / DIAMETERS_CSV, pd.read_csv(scales, dtype={"id": str}))
         for f in files:
             maps = tifffile.imread(f)
             if maps.ndim == 2:

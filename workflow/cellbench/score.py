@@ -19,6 +19,7 @@ from cellbench.config import ScoreOptions
 from cellbench.datasets.base import read_index
 from cellbench.io import CellbenchIOError, atomic_dir, read_labels, write_csv, write_json
 from cellbench.metrics import score_image, summarize
+from cellbench.scale import median_diameter
 
 __all__ = ["score_dir"]
 
@@ -67,9 +68,14 @@ def score_dir(
             "cell_type": index.at[image_id, "cell_type"],
             "annotation": annotation,
         }
+        row["true_diameter"] = median_diameter(truth)
         row.update(score_image(truth, pred, thresholds, extra, annotation=annotation).row())
         rows.append(row)
     per_image = pd.DataFrame(rows)
+    scales = Path(masks) / "diameters.csv"
+    if scales.is_file() and len(per_image):  # size-normalised models: estimated vs true size
+        estimated = pd.read_csv(scales, dtype={"id": str})[["id", "estimated_diameter"]]
+        per_image = per_image.merge(estimated, on="id", how="left")
     summary = {"dataset": dataset, "model": model, **summarize(per_image, thresholds)}
     with atomic_dir(out_dir) as tmp:
         write_csv(tmp / "per_image.csv", per_image)

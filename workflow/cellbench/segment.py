@@ -41,7 +41,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from cellbench.inference import predict_maps
+from cellbench.inference import predict_image
 from cellbench.io import CellbenchIOError, read_image, write_labels
 from cellbench.modelfolder import load_model
 from cellbench.transforms import to_model_input
@@ -485,6 +485,7 @@ def segment_images(
     overwrite: bool = False,
     progress: bool = True,
     stream: TextIO | None = None,
+    image_diameter: float | None = None,
 ) -> SegmentReport:
     """Segment new images with a trained model folder into ``out_dir``.
 
@@ -498,6 +499,9 @@ def segment_images(
     out_dir : path
         Where the masks go, named by :func:`output_names` (``{stem}_masks.tif``
         unless stems collide); created when missing.
+    image_diameter : float, optional
+        Object diameter (px) of every image, for families with size normalisation;
+        None: the network estimates it per image.
     device : str
         ``auto``, ``cpu``, ``cuda``, ``cuda:1``.
     tile_size : int
@@ -549,9 +553,22 @@ def segment_images(
             h, w = image.shape[:2]
             log.info(f"{label}: {w} x {h} px ...")
             x = to_model_input(image, model.family.in_channels)
-            maps = predict_maps(
-                model.family, model.net, x, model.device, tile_size, progress=log.tiles(label)
+            maps, scale = predict_image(
+                model.family,
+                model.net,
+                x,
+                model.device,
+                thresholds=model.thresholds,
+                image_diameter=image_diameter,
+                tile_size=tile_size,
+                progress=log.tiles(label),
             )
+            if scale.factor != 1.0:
+                how = "given" if scale.given else f"estimated in {scale.passes} passes"
+                log.info(
+                    f"{label}: object diameter {scale.diameter:.1f} px ({how}), "
+                    f"rescaled by {scale.factor:.2f}"
+                )
             labels = model.family.postprocess(maps, model.thresholds)
             if labels.shape != (h, w):
                 raise _Skip(

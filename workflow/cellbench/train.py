@@ -39,17 +39,19 @@ import pandas as pd
 
 from cellbench.config import ModelConfig
 from cellbench.device import resolve_device
-from cellbench.inference import pad_to_multiple, predict_maps
+from cellbench.inference import pad_to_multiple, predict_image, predict_maps
 from cellbench.io import read_image, read_labels
 from cellbench.modelfolder import params_hash, write_model_folder
 from cellbench.models import get_family
 from cellbench.models.base import ModelFamily
 from cellbench.models.options import TrainingOptions
+from cellbench.scale import median_diameter, rescale_image, rescale_labels, scale_factor
 from cellbench.transforms import to_model_input
 
 __all__ = [
     "TrainingDiverged",
     "fit_network",
+    "resolve_channels",
     "label_stats",
     "load_split",
     "load_training_data",
@@ -144,6 +146,47 @@ def _random_crop(
     return image[:, y : y + size, x : x + size], target[:, y : y + size, x : x + size]
 
 
+def _scaled_crop(
+    rng: np.random.Generator, sample: Sample, family: ModelFamily, size: int, jitter: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size x size`` crop of the sample seen at a random scale in [1/(1+j), 1+j].
+
+    The crop is taken at ``size / factor`` px and resized to ``size``: the image
+    bilinearly, the target bilinearly except the family's categorical channels
+    (nearest). Vector targets keep their values (flows are unit directions).
+    """
+    import cv2
+
+    factor = float(np.exp(rng.uniform(-np.log1p(jitter), np.log1p(jitter))))
+    source = max(8, round(size / factor))
+    x, y = _random_crop(rng, sample.image, sample.target, source)
+    if source == size:
+        return x, y
+
+    def resize(planes: np.ndarray, nearest: tuple[int, ...] = ()) -> np.ndarray:
+        return np.stack(
+            [
+                cv2.resize(
+                    np.ascontiguousarray(p, dtype=np.float32),
+                    (size, size),
+                    interpolation=cv2.INTER_NEAREST if i in nearest else cv2.INTER_LINEAR,
+                )
+                for i, p in enumerate(planes)
+            ]
+        )
+
+    return resize(x), resize(y, family.categorical_targets)
+
+
+def random_gamma(rng: np.random.Generator, image: np.ndarray, jitter: float) -> np.ndarray:
+    """Apply a random gamma in [1-j, 1+j] to ``(C, H, W)``, within the image's own range."""
+    gamma = float(rng.uniform(1.0 - jitter, 1.0 + jitter))
+    lo, hi = float(image.min()), float(image.max())
+    if hi <= lo:
+        return image
+    return (lo + (hi - lo) * ((image - lo) / (hi - lo)) ** gamma).astype(np.float32)
+
+
 def _intensity_augmenter(seed: int) -> Callable[[np.ndarray], np.ndarray]:
     """albumentations pipeline for ``(C, H, W)`` float32 images (intensity only)."""
     import albumentations as A
@@ -181,9 +224,15 @@ def _batches(
         xs, ys = [], []
         for k in rng.choice(len(samples), size=settings.batch_size, p=weights):
             s = samples[k]
-            x, y = _random_crop(rng, s.image, s.target, settings.patch_size)
+            if settings.scale_jitter:
+                x, y = _scaled_crop(rng, s, family, settings.patch_size, settings.scale_jitter)
+            else:
+                x, y = _random_crop(rng, s.image, s.target, settings.patch_size)
             x, y = random_dihedral(rng, x, y, family.vector_pairs)
-            xs.append(augment(x))
+            x = augment(x)
+            if settings.gamma_jitter:
+                x = random_gamma(rng, x, settings.gamma_jitter)
+            xs.append(x)
             ys.append(y)
         yield np.stack(xs), np.stack(ys)
 
@@ -204,6 +253,22 @@ def _validation_loss(net, family: ModelFamily, samples: list[Sample], device) ->
             total += float(family.loss(logits, target)) * n
             weight += n
     return total / weight
+
+
+def _validation_score(net, family: ModelFamily, samples: list[Sample], device) -> float:
+    """Mean AP of the val images after post-processing with the default (first) thresholds."""
+    from cellbench.metrics import score_image
+
+    default = family.threshold_grid()[0]
+    scores = [
+        score_image(
+            s.labels,
+            family.postprocess(predict_maps(family, net, s.image, device, tta=False), default),
+            extra_thresholds=(),
+        ).mean_ap
+        for s in samples
+    ]
+    return float(np.mean(scores)) if scores else float("nan")
 
 
 def tune_thresholds(
@@ -361,6 +426,9 @@ def fit_network(
     augment = _intensity_augmenter(seed)
     history: list[dict[str, Any]] = []
     best_loss, best_state, stale = math.inf, None, 0
+    # keep the epoch with the best validation mean AP after the real post-processing
+    # (default thresholds), or the lowest validation loss
+    by_score = settings.select_by == "val_mean_ap" and bool(val)
     bar = tqdm(
         total=settings.epochs * steps,
         desc=f"train {label}",
@@ -389,19 +457,28 @@ def fit_network(
             losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
-        val_loss = float("nan")
-        if val and (epoch % settings.val_every == 0 or epoch == settings.epochs):
+        last = epoch == settings.epochs
+        val_loss = val_score = float("nan")
+        if val and (epoch % settings.val_every == 0 or last):
             val_loss = _validation_loss(net, family, val, device)
+        if by_score and (epoch % settings.select_every == 0 or last):
+            val_score = _validation_score(net, family, val, device)
         history.append(
             {
                 "epoch": epoch,
                 "train_loss": float(np.mean(losses)),
                 "val_loss": val_loss,
+                "val_mean_ap": val_score,
                 "lr": float(sched.get_last_lr()[0]),
                 "seconds": round(time.time() - t0, 3),
             }
         )
-        monitored = val_loss if not math.isnan(val_loss) else history[-1]["train_loss"]
+        if by_score:
+            if math.isnan(val_score):
+                continue  # selection happens at the epochs that have a score
+            monitored = -val_score
+        else:
+            monitored = val_loss if not math.isnan(val_loss) else history[-1]["train_loss"]
         if monitored < best_loss:
             best_loss, best_state, stale = monitored, copy.deepcopy(net.state_dict()), 0
         else:
@@ -414,11 +491,66 @@ def fit_network(
 
 
 def tune_on_validation(family: ModelFamily, net, val: list[Sample], device) -> dict[str, Any]:
-    """Predict the val images and tune the thresholds (SEG when all val truth is partial)."""
-    val_maps = [predict_maps(family, net, s.image, device) for s in val]
+    """Predict the val images as at test time and tune the thresholds on the original grid.
+
+    With size normalisation each image's diameter is estimated by the network (as for
+    test images); the default thresholds serve the estimation. SEG replaces mean AP
+    when all val ground truth is partial.
+    """
+    val_maps = [predict_image(family, net, s.image, device)[0] for s in val]
     # AP is undefined on sparse ground truth: val images that are all partial tune by SEG
     metric = "seg" if val and all(s.annotation == "partial" for s in val) else "mean_ap"
     return tune_thresholds(family, val_maps, [s.labels for s in val], metric=metric)
+
+
+def resolve_channels(family: ModelFamily, converted: Path) -> ModelFamily:
+    """The family with ``in_channels: auto`` resolved from the dataset's ``index.csv``.
+
+    3 when any image has colour (3 or 4 channels; an alpha channel is dropped), else 1.
+    The resolved number is what ``config.json`` records, so the model folder describes
+    itself. Families with a number already are returned unchanged.
+    """
+    if getattr(family.options, "in_channels", None) != "auto":
+        return family
+    from cellbench.datasets.base import read_index
+
+    colour = bool((read_index(converted)["channels"] >= 3).any())
+    options = family.options.model_copy(update={"in_channels": 3 if colour else 1})
+    log.info("model %s: in_channels auto -> %d", family.name, options.in_channels)
+    return type(family)(family.name, options)
+
+
+def normalise_sizes(family: ModelFamily, samples: list[Sample]) -> list[Sample]:
+    """Copies of labelled samples rescaled so objects measure the family's ``diameter``.
+
+    Each image is rescaled by ``diameter / median_diameter(labels)`` (its own objects'
+    size; images without objects keep their size). Unchanged when the family has no
+    ``diameter`` option or it is 0.
+    """
+    standard = getattr(family.options, "diameter", 0.0)
+    if not standard:
+        return samples
+    out = []
+    for s in samples:
+        factor = scale_factor(standard, median_diameter(s.labels), s.labels.shape)
+        out.append(
+            Sample(
+                s.id,
+                rescale_image(s.image, factor),
+                rescale_labels(s.labels, factor),
+                annotation=s.annotation,
+            )
+        )
+    return out
+
+
+def _diameter_stats(samples: list[Sample]) -> dict[str, float | None]:
+    """Median, 10th and 90th percentile of the training images' object diameters (px)."""
+    diameters = [d for s in samples if (d := median_diameter(s.labels)) is not None]
+    if not diameters:
+        return {"median": None, "p10": None, "p90": None}
+    p10, median, p90 = np.percentile(diameters, [10, 50, 90])
+    return {"median": float(median), "p10": float(p10), "p90": float(p90)}
 
 
 @dataclass(frozen=True)
@@ -465,6 +597,7 @@ def model_record(
         "n_train_images": len(train),
         "n_val_images": len(val),
         "train_label_stats": label_stats(train),
+        "train_diameters": _diameter_stats(train),
         "epochs_run": len(history),
         "best_monitored_loss": min(monitored) if monitored else None,
         "device": str(device),
@@ -492,7 +625,7 @@ def train_model(
     dict
         The ``config.json`` content.
     """
-    family = get_family(cfg)
+    family = resolve_channels(get_family(cfg), converted)
     train, val = load_training_data(family, converted, split_csv)
     dev = resolve_device(device)
     started = time.time()
@@ -500,8 +633,8 @@ def train_model(
     if family.trainable:
         net, history = fit_network(
             family,
-            train,
-            val,
+            normalise_sizes(family, train),
+            normalise_sizes(family, val),
             seed=seed,
             device=dev,
             progress=progress,

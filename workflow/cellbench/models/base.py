@@ -52,6 +52,8 @@ class ModelFamily(ABC):
     trainable: ClassVar[bool] = True
     #: pairs of target channels (dy, dx) that form vector fields.
     vector_pairs: ClassVar[tuple[tuple[int, int], ...]] = ()
+    #: target channels holding class indices (resized with nearest neighbour, never blended).
+    categorical_targets: ClassVar[tuple[int, ...]] = ()
     #: names of the channels of the saved maps, for the report and napari.
     map_names: ClassVar[tuple[str, ...]] = ()
 
@@ -73,7 +75,13 @@ class ModelFamily(ABC):
     @property
     def in_channels(self) -> int:
         """Image channels the family reads (the ``in_channels`` option)."""
-        return int(self.options.in_channels)
+        channels = self.options.in_channels
+        if channels == "auto":
+            raise ValueError(
+                f"model '{self.name}': in_channels 'auto' is resolved from the training data "
+                "when training (cellbench.train.resolve_channels); this model was not trained"
+            )
+        return int(channels)
 
     def build_network(self):  # -> torch.nn.Module
         """Return an untrained ``torch.nn.Module``: ``(B, in_channels, H, W) -> (B, n_outputs, H, W)``."""

@@ -69,6 +69,23 @@ class TrainingOptions(Options):
     patience: int = Field(
         0, ge=0, description="stop after N validations without improvement (0 = never stop early)"
     )
+    scale_jitter: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="crops are rescaled by a random factor in [1/(1+j), 1+j] (0 = off)",
+    )
+    gamma_jitter: float = Field(
+        0.0, ge=0, lt=1, description="random intensity gamma in [1-g, 1+g] (0 = off)"
+    )
+    select_by: Literal["val_loss", "val_mean_ap"] = Field(
+        "val_loss",
+        description="keep the epoch with the lowest val loss, or the best val mean AP after "
+        "post-processing (default thresholds)",
+    )
+    select_every: int = Field(
+        5, ge=1, description="with select_by val_mean_ap: score the val images every N epochs"
+    )
 
 
 class NetworkOptions(TrainingOptions):
@@ -90,10 +107,27 @@ class NetworkOptions(TrainingOptions):
     attention: Literal["none", "scse"] = Field(
         "none", description="decoder attention: none or scse (spatial + channel squeeze-excite)"
     )
-    in_channels: int = Field(
-        1, ge=1, le=4, description="image channels fed to the network (grey = 1)"
+    in_channels: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = Field(
+        1,
+        description="image channels fed to the network (grey = 1, colour = 3); auto: 3 when "
+        "the training data has colour images, else 1 (resolved when training)",
     )
     min_size: int = Field(15, ge=0, description="instances smaller than this (px) are removed")
+    diameter: float = Field(
+        0.0,
+        ge=0,
+        description="object diameter (px) images are rescaled to, in training and inference; "
+        "0 = no rescaling",
+    )
+    diameter_passes: int = Field(
+        3,
+        ge=1,
+        le=6,
+        description="network passes at most to estimate an unlabelled image's diameter",
+    )
+    tta: bool = Field(
+        False, description="test-time augmentation: average the 8 flips / 90-degree rotations"
+    )
 
     @model_validator(mode="after")
     def _decoder_fits_depth(self) -> Self:

@@ -76,6 +76,7 @@ def build_smp_unet(options: NetworkOptions, classes: int):
 class UNet(ModelFamily):
     family = "unet"
     map_names = ("background", "interior", "boundary")
+    categorical_targets = (0,)
 
     def build_network(self):
         return build_smp_unet(self.options, classes=3)

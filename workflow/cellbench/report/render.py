@@ -306,6 +306,40 @@ def _training_table(results: list[ModelResult]) -> str:
     return "".join(rows)
 
 
+def _size_table(results: list[ModelResult]) -> str:
+    """Estimated against true object diameter of the test images (size-normalised models)."""
+    rows = []
+    for r in results:
+        df = r.per_image
+        if "estimated_diameter" not in df or "true_diameter" not in df:
+            continue
+        both = df[["estimated_diameter", "true_diameter"]].apply(pd.to_numeric, errors="coerce")
+        both = both.dropna()
+        if not len(both):
+            continue
+        ratio = both["estimated_diameter"] / both["true_diameter"]
+        within = float((abs(ratio - 1) <= 0.2).mean())
+        standard = r.config.get("options", {}).get("diameter")
+        rows.append(
+            f"<tr><td class='name'>{html.escape(r.model)}</td><td>{_fmt(standard, 0)}</td>"
+            f"<td>{len(both)}</td><td>{_fmt(both['true_diameter'].median(), 1)}</td>"
+            f"<td>{_fmt(both['estimated_diameter'].median(), 1)}</td>"
+            f"<td>{_fmt(ratio.median(), 2)}</td><td>{_fmt(within, 2)}</td></tr>"
+        )
+    if not rows:
+        return ""
+    head = (
+        "<h3>Object size: estimated against true diameter</h3><p class='note'>Size-normalised "
+        "models rescale each test image so its objects measure the model's standard diameter; "
+        "the diameter of a test image is estimated by the network (the ground truth is not "
+        "used). True diameter: median equivalent diameter of the image's labelled objects.</p>"
+        "<table><tr><th class='name'>model</th><th>standard px</th><th>images</th>"
+        "<th>median true px</th><th>median estimated px</th><th>median ratio</th>"
+        "<th>share within ±20 %</th></tr>"
+    )
+    return head + "".join(rows) + "</table>"
+
+
 def _example_id(per_image: pd.DataFrame) -> str | None:
     """The test image with the median number of true cells (same for every model)."""
     full = per_image[per_image.get("annotation", "full") != "none"] if len(per_image) else per_image
@@ -386,6 +420,7 @@ def render_report(params: Params, data: Path, results: Path, out: Path) -> Path:
             _cell_type_table(rs),
             "<h3>Training and tuning</h3>",
             _training_table(rs),
+            _size_table(rs),
             "<h3>Example predictions</h3>",
             _figures(rs, data / "converted" / d),
         ]

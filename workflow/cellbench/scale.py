@@ -1,0 +1,175 @@
+"""Object-size normalisation: rescale images so objects have a standard diameter.
+
+Cellpose rescales every image so that cells are about 30 px across before the
+network sees it; networks trained at one size then cover datasets that mix
+magnifications (DSB 2018: nuclei from about 10 to over 60 px). Here:
+
+- the *diameter* of a label image is the median over its objects of the
+  equivalent diameter ``sqrt(4 * area / pi)`` (px);
+- a family with ``diameter > 0`` rescales each training image by
+  ``diameter / median_diameter(labels)`` (images bilinear, labels nearest);
+- at inference the diameter of an unlabelled image is estimated by the network
+  itself (:func:`estimate_scale`): predict and post-process at a trial scale,
+  measure the objects found, rescale, and repeat until the scale settles;
+  the maps are resized back to the original pixel grid before post-processing.
+
+Pure functions: arrays in, arrays out. Shapes: images and maps ``(C, H, W)``
+float32, labels ``(H, W)`` integer (0 = background).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "MAX_FACTOR",
+    "MIN_FACTOR",
+    "ScaleEstimate",
+    "estimate_scale",
+    "median_diameter",
+    "rescale_image",
+    "rescale_labels",
+    "resize_maps",
+    "scale_factor",
+]
+
+#: rescaling is clipped to this range (a bad estimate must not blow up memory or time)
+MIN_FACTOR, MAX_FACTOR = 0.125, 8.0
+#: the smallest side a rescaled image may have (px)
+MIN_SIDE = 32
+
+
+def median_diameter(labels: np.ndarray) -> float | None:
+    """Median equivalent diameter (px) of the objects of ``(H, W)`` labels; None without objects."""
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    areas = areas[areas > 0]
+    if not areas.size:
+        return None
+    return float(np.median(np.sqrt(4.0 * areas / math.pi)))
+
+
+def scale_factor(standard: float, diameter: float | None, shape: tuple[int, int]) -> float:
+    """The factor that brings objects of ``diameter`` px to ``standard`` px, clipped.
+
+    1.0 when there is nothing to go by (``diameter`` None or 0, or ``standard`` 0).
+    Clipped to [MIN_FACTOR, MAX_FACTOR] and so that no side drops below MIN_SIDE px.
+    """
+    if not standard or not diameter:
+        return 1.0
+    factor = float(np.clip(standard / diameter, MIN_FACTOR, MAX_FACTOR))
+    return max(factor, MIN_SIDE / max(1, min(shape)))
+
+
+def _size(shape: tuple[int, int], factor: float) -> tuple[int, int]:
+    return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
+
+
+def rescale_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """``(C, H, W)`` float image -> ``(C, round(H*f), round(W*f))``, bilinear (area when shrinking)."""
+    import cv2
+
+    if factor == 1.0:
+        return image
+    h, w = _size(image.shape[1:], factor)
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(p, (w, h), interpolation=interp) for p in image]).astype(
+        np.float32, copy=False
+    )
+
+
+def rescale_labels(labels: np.ndarray, factor: float) -> np.ndarray:
+    """``(H, W)`` labels -> ``(round(H*f), round(W*f))``, nearest neighbour (ids kept)."""
+    import cv2
+
+    if factor == 1.0:
+        return labels
+    h, w = _size(labels.shape, factor)
+    out = cv2.resize(labels.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+    return out.astype(labels.dtype)
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(M, h, w)`` maps -> ``(M, H, W)`` on the original grid, bilinear.
+
+    Vector-field maps (flows) keep their values: the flow family's maps are unit
+    directions, which do not change with the image's scale.
+    """
+    import cv2
+
+    if maps.shape[1:] == tuple(shape):
+        return maps
+    h, w = shape
+    return np.stack(
+        [cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in maps.astype(np.float32)]
+    )
+
+
+@dataclass(frozen=True)
+class ScaleEstimate:
+    """The scale an image was predicted at.
+
+    Attributes
+    ----------
+    factor : the rescaling applied to the image (1 = original size).
+    diameter : the object diameter (px, original grid) the factor corresponds to;
+        None when no object was found at any trial scale.
+    passes : network passes made (estimation passes plus the final one, when needed).
+    given : True when the diameter was given (``--diameter``), not estimated.
+    """
+
+    factor: float
+    diameter: float | None
+    passes: int
+    given: bool = False
+
+
+def estimate_scale(
+    image: np.ndarray,
+    standard: float,
+    predict: Callable[[np.ndarray], np.ndarray],
+    segment: Callable[[np.ndarray], np.ndarray],
+    *,
+    max_passes: int = 3,
+    tolerance: float = 0.1,
+) -> tuple[np.ndarray, ScaleEstimate]:
+    """Find the factor that brings the image's objects to ``standard`` px, with the network.
+
+    Parameters
+    ----------
+    image : ``(C, H, W)`` normalised input.
+    standard : the diameter the network was trained at (px).
+    predict : ``(C, h, w)`` input -> ``(M, h, w)`` maps at that size.
+    segment : ``(M, h, w)`` maps -> ``(h, w)`` labels (the family's post-processing).
+    max_passes : network passes at most (each pass measures the objects it finds).
+    tolerance : stop when the next factor is within this relative change.
+
+    Returns
+    -------
+    maps : ``(M, h, w)`` the maps at the final factor (the caller resizes them back).
+    estimate : the factor and the diameter it implies on the original grid.
+
+    Notes
+    -----
+    Pass 1 runs at the original size. Each pass measures the median diameter of
+    the objects found (px at that pass's size) and moves the factor so they would
+    measure ``standard``; the loop stops when the factor settles. A pass that
+    finds nothing keeps the previous factor.
+    """
+    shape = image.shape[1:]
+    factor, diameter = 1.0, None
+    for passes in range(1, max_passes + 1):
+        maps = predict(rescale_image(image, factor))
+        found = median_diameter(segment(maps))
+        if found is None:
+            return maps, ScaleEstimate(factor, diameter, passes)
+        diameter = found / factor
+        new = scale_factor(standard, diameter, shape)
+        if abs(new / factor - 1.0) <= tolerance:
+            return maps, ScaleEstimate(factor, diameter, passes)
+        factor = new
+    maps = predict(rescale_image(image, factor))
+    return maps, ScaleEstimate(factor, diameter, max_passes + 1)
