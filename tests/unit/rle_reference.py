@@ -1,4 +1,4 @@
-"""A reference Kaggle run-length decoder for tests: a plain loop, one pixel at a time."""
+"""Plain-loop references for converter tests: Kaggle RLE decoding and the overlap rule."""
 
 from __future__ import annotations
 
@@ -14,3 +14,20 @@ def decode_loop(rle_text: str, shape: tuple[int, int], order: str) -> np.ndarray
         for p in range(start - 1, start - 1 + length):
             flat[p] = True
     return flat.reshape((h, w), order=order)
+
+
+def smallest_claimant_owner(masks: list[np.ndarray]) -> np.ndarray:
+    """``(H, W)`` index of the mask owning each pixel (-1 = none), pixel by pixel.
+
+    The documented overlap rule: the claimant with the fewest pixels wins, ties to the
+    first one.
+    """
+    h, w = masks[0].shape
+    areas = [int(m.sum()) for m in masks]
+    owner = np.full((h, w), -1)
+    for r in range(h):
+        for c in range(w):
+            claims = [i for i, m in enumerate(masks) if m[r, c]]
+            if claims:
+                owner[r, c] = min(claims, key=lambda i: (areas[i], i))
+    return owner

@@ -28,7 +28,7 @@ from cellbench.datasets.base import (
 )
 from cellbench.io import CellbenchIOError, read_image, read_labels
 from PIL import Image
-from rle_reference import decode_loop
+from rle_reference import decode_loop, smallest_claimant_owner
 from scipy import ndimage as ndi
 
 # --------------------------------------------------------------------------------------
@@ -54,14 +54,7 @@ def _encode_runs(mask: np.ndarray, order: str) -> str:
 
 def _expected_labels(masks: list[np.ndarray]) -> list[np.ndarray]:
     """Pixel sets of the instances after the documented rule, computed pixel by pixel."""
-    h, w = masks[0].shape
-    areas = [int(m.sum()) for m in masks]
-    owner = np.full((h, w), -1)
-    for r in range(h):
-        for c in range(w):
-            claims = [i for i, m in enumerate(masks) if m[r, c]]
-            if claims:
-                owner[r, c] = min(claims, key=lambda i: (areas[i], i))
+    owner = smallest_claimant_owner(masks)
     return [owner == i for i in range(len(masks)) if (owner == i).any()]
 
 

@@ -94,23 +94,17 @@ def options_schema(cls: type[Options]) -> dict[str, Any]:
 
 def build_schema() -> dict[str, Any]:
     """params.yaml's JSON schema (draft 2020-12), composed from every options class."""
-    dataset_rules = [
-        {
-            "if": {"properties": {"kind": {"const": key}}, "required": ["kind"]},
-            "then": {
-                "properties": {
-                    "source": {"enum": list(entry.sources)},
-                    "options": options_schema(entry.options),
-                },
-                **(
-                    {"required": ["options"]}
-                    if options_schema(entry.options).get("required")
-                    else {}
-                ),
-            },
+    dataset_rules = []
+    for key, entry in DATASET_KINDS.items():
+        opts = options_schema(entry.options)
+        then: dict[str, Any] = {
+            "properties": {"source": {"enum": list(entry.sources)}, "options": opts}
         }
-        for key, entry in DATASET_KINDS.items()
-    ]
+        if opts.get("required"):
+            then["required"] = ["options"]
+        dataset_rules.append(
+            {"if": {"properties": {"kind": {"const": key}}, "required": ["kind"]}, "then": then}
+        )
     dataset_rules.append(
         {
             "if": {"properties": {"source": {"const": "local"}}, "required": ["source"]},

@@ -28,9 +28,11 @@ import numpy as np
 __all__ = [
     "MAX_FACTOR",
     "MIN_FACTOR",
+    "ObjectStats",
     "ScaleEstimate",
     "estimate_scale",
     "median_diameter",
+    "object_stats",
     "rescale_image",
     "rescale_labels",
     "resize_maps",
@@ -41,6 +43,36 @@ __all__ = [
 MIN_FACTOR, MAX_FACTOR = 0.125, 8.0
 #: the smallest side a rescaled image may have (px)
 MIN_SIDE = 32
+
+
+@dataclass(frozen=True)
+class ObjectStats:
+    """Object counts and sizes of one or more label images (pooled).
+
+    Attributes
+    ----------
+    n_objects : objects over all images.
+    objects_per_megapixel : ``n_objects`` per million pixels (None without pixels).
+    median_area : median object area in px (None without objects).
+    """
+
+    n_objects: int
+    objects_per_megapixel: float | None
+    median_area: float | None
+
+
+def object_stats(label_images: list[np.ndarray]) -> ObjectStats:
+    """Pooled :class:`ObjectStats` of ``(H, W)`` label images (0 = background)."""
+    counts = [
+        np.bincount(np.asarray(x).ravel().astype(np.int64, copy=False))[1:] for x in label_images
+    ]
+    areas = np.concatenate([c[c > 0] for c in counts]) if counts else np.zeros(0)
+    pixels = sum(np.asarray(x).size for x in label_images)
+    return ObjectStats(
+        n_objects=int(areas.size),
+        objects_per_megapixel=float(areas.size / pixels * 1e6) if pixels else None,
+        median_area=float(np.median(areas)) if areas.size else None,
+    )
 
 
 def median_diameter(labels: np.ndarray) -> float | None:

@@ -44,6 +44,7 @@ import numpy as np
 from cellbench.inference import predict_image
 from cellbench.io import CellbenchIOError, read_image, write_labels
 from cellbench.modelfolder import load_model
+from cellbench.scale import object_stats
 from cellbench.transforms import to_model_input
 
 __all__ = [
@@ -67,7 +68,6 @@ MAX_DENSITY_RATIO = 10.0
 #: ... or a median object area below this fraction of the training one.
 MIN_AREA_RATIO = 0.1
 #: An (H, W, C) image has at most this many channels (grey, grey+alpha, RGB, RGBA).
-MAX_CHANNELS = 4
 #: Without a terminal, tile progress is printed at most this often (seconds).
 TILE_REPORT_SECONDS = 10.0
 
@@ -264,13 +264,9 @@ def label_stats(labels: np.ndarray) -> tuple[int, float, float]:
         ``(n_objects, objects_per_megapixel, median_area)``; the median is NaN
         without objects.
     """
-    labels = np.asarray(labels)
-    areas = np.bincount(labels.ravel().astype(np.int64, copy=False))[1:]
-    areas = areas[areas > 0]
-    megapixels = labels.size / 1e6
-    density = areas.size / megapixels if megapixels else 0.0
-    median = float(np.median(areas)) if areas.size else math.nan
-    return int(areas.size), float(density), median
+    stats = object_stats([labels])
+    median = stats.median_area if stats.median_area is not None else math.nan
+    return stats.n_objects, stats.objects_per_megapixel or 0.0, median
 
 
 def _training_stats(config: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -337,7 +333,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _load(path: Path) -> np.ndarray:
-    """Read one input image and check that it is a single 2-D image; raise _Skip otherwise."""
+    """Read one input image (checked by :func:`cellbench.io.check_image`); raise _Skip otherwise."""
     if not path.is_file():
         raise _Skip("no such file")
     try:
@@ -352,19 +348,7 @@ def _load(path: Path) -> np.ndarray:
         message = str(exc)
         prefix = f"{path}: "
         raise _Skip(message[len(prefix) :] if message.startswith(prefix) else message) from None
-    if image.size == 0 or image.ndim < 2:
-        raise _Skip(
-            f"cannot be read as an image (no image data found in it: shape {image.shape}); "
-            "is the file complete?"
-        )
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] <= MAX_CHANNELS):
-        return image
-    raise _Skip(
-        f"has shape {image.shape}: it looks like a z-stack, time series or channel-first "
-        "stack, and segment takes single 2-D images, (H, W) or (H, W, channels). Save the "
-        "plane to segment (or a projection, e.g. Fiji: Image > Stacks > Z Project) as a file "
-        "of its own"
-    )
+    return image
 
 
 @dataclass

@@ -45,7 +45,13 @@ from cellbench.modelfolder import params_hash, write_model_folder
 from cellbench.models import get_family
 from cellbench.models.base import ModelFamily
 from cellbench.models.options import TrainingOptions
-from cellbench.scale import median_diameter, rescale_image, rescale_labels, scale_factor
+from cellbench.scale import (
+    median_diameter,
+    object_stats,
+    rescale_image,
+    rescale_labels,
+    scale_factor,
+)
 from cellbench.transforms import to_model_input
 
 __all__ = [
@@ -380,13 +386,10 @@ def label_stats(samples: list[Sample]) -> dict[str, float | None]:
     Stored in ``config.json`` as ``train_label_stats`` so that ``segment`` can warn when a
     new image's result looks nothing like the training data.
     """
-    full = [s for s in samples if s.annotation == "full"]
-    counts = [np.bincount(s.labels.ravel())[1:] for s in full]
-    areas = np.concatenate([c[c > 0] for c in counts]) if counts else np.zeros(0)
-    pixels = sum(s.labels.size for s in full)
+    stats = object_stats([s.labels for s in samples if s.annotation == "full"])
     return {
-        "objects_per_megapixel": float(areas.size / pixels * 1e6) if pixels else None,
-        "median_area": float(np.median(areas)) if areas.size else None,
+        "objects_per_megapixel": stats.objects_per_megapixel,
+        "median_area": stats.median_area,
     }
 
 
