@@ -6,9 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup system-packages run test test-fast lint bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed system-packages
+
+# best effort (root + apt-get): chromium for the browser tests; says what is missing otherwise
+system-packages:
+	@tools/install-system-packages.sh
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -e ".[test,slurm]"
 	touch $@
 
-run: setup
+run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --cores $(CORES) results/report.html
 
 test: setup

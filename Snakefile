@@ -25,9 +25,11 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
 
 
+# The page and the files it registers for `snakemake --report` (captions, categories).
 rule all:
     input:
-        "results/report.html",
+        rules.render_report.output,
     default_target: True

@@ -1,12 +1,12 @@
-"""The CLI's error handling and the report renderer."""
+"""The CLI's error handling, and the report's charts and tables."""
 
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from cellbench.cli import main
-from cellbench.report.render import ap_curve_svg, overlay_png
 
 
 def test_cli_bad_params_exit_2_with_message(tmp_path: Path, capsys) -> None:
@@ -40,32 +40,60 @@ def test_console_script_installed() -> None:
         assert stage in out
 
 
-def test_overlay_png_crops_large_images() -> None:
-    import base64
-    import io
+def test_report_cli_has_assets_option(capsys) -> None:
+    from cellbench.cli import build_parser
 
-    from PIL import Image
-
-    truth = np.zeros((900, 700), np.int32)
-    truth[600:650, 100:150] = 1
-    uri = overlay_png(np.random.default_rng(0).random((900, 700)), truth, truth, max_size=256)
-    png = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
-    assert png.size == (256 * 3 + 8, 256)
+    args = build_parser().parse_args(["report", "--assets", "results/report"])
+    assert args.assets == "results/report" and args.out == "results/report.html"
 
 
-def test_ap_curve_svg_has_one_line_per_model() -> None:
-    import pandas as pd
-    from cellbench.report.render import ModelResult
+def test_metric_curves_svg_one_line_per_model_plain_and_self_contained() -> None:
+    import re
 
-    summary = {"per_image_mean": {f"ap@{t:.2f}": 1 - t for t in np.arange(0.5, 0.96, 0.05)}}
-    results = [ModelResult("d", m, "unet", summary, pd.DataFrame()) for m in ("a", "b")]
-    svg = ap_curve_svg(results)
-    assert svg.count("<polyline") == 2 and svg.startswith("<svg")
+    from cellbench.report.charts import metric_curves_svg
+
+    x = [0.5, 0.75, 0.95]
+    curves = {
+        "a$1$": {"ap": (x, [0.9, 0.5, 0.1]), "f1": (x, [0.9, 0.6, np.nan])},
+        "<b>": {"ap": (x, [0.8, 0.4, 0.0]), "f1": (x, [0.8, 0.5, 0.1])},
+    }
+    svg = metric_curves_svg(curves, [("ap", "AP"), ("f1", "F1")], "d0-curves")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert svg.count('id="cd0-curves-line2d_') >= 4  # two models x two panels
+    assert "a$1$" in svg and "&lt;b&gt;" in svg and "<b>" not in svg  # text, escaped
+    assert "<metadata>" not in svg and "<?xml" not in svg
+    # every id is prefixed (several charts share a page), every reference points inside
+    ids = set(re.findall(r'id="([^"]+)"', svg))
+    assert all(i.startswith("cd0-curves-") for i in ids)
+    assert set(re.findall(r"url\(#([^)]+)\)", svg)) <= ids
+    assert not re.search(r'href="(?!#)', svg)
+    # same input, same SVG
+    assert metric_curves_svg(curves, [("ap", "AP"), ("f1", "F1")], "d0-curves") == svg
 
 
-def test_size_table_compares_estimated_and_true_diameters() -> None:
-    import pandas as pd
-    from cellbench.report.render import ModelResult, _size_table
+def test_training_and_dataset_svgs() -> None:
+    from cellbench.report.charts import dataset_svg, training_svg
+
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [1.0, 0.8, 0.6],
+            "val_loss": [1.2, 0.9, np.nan],
+            "val_mean_ap": [np.nan, np.nan, 0.5],
+        }
+    )
+    svg = training_svg({"unet": history}, "t")
+    assert "unet (train)" in svg and "unet (val)" in svg and "validation mean AP" in svg
+    empty = training_svg({"unet": history.assign(val_mean_ap=np.nan)}, "t2")
+    assert "not computed during training" in empty
+    data = dataset_svg([3, 5, 8], np.array([40, 80, 120, 600, 900]), "d")
+    assert "objects per image" in data and "object area" in data
+    assert "mathdefault" not in data and "$" not in data  # log ticks as plain numbers
+
+
+def test_size_rows_compare_estimated_and_true_diameters() -> None:
+    from cellbench.report.collect import ModelRun
+    from cellbench.report.tables import size_rows
 
     per_image = pd.DataFrame(
         {
@@ -75,11 +103,20 @@ def test_size_table_compares_estimated_and_true_diameters() -> None:
         }
     )
     config = {"options": {"diameter": 30.0}}
-    sized = ModelResult("d", "unet_size", "unet", {}, per_image, config=config)
-    plain = ModelResult("d", "unet", "unet", {}, per_image.drop(columns="estimated_diameter"))
-    html = _size_table([sized, plain])
-    assert "unet_size" in html and ">unet<" not in html
-    assert (
-        "<td>20.0</td><td>20.0</td><td>1.10</td><td>0.67</td>" in html
-    )  # medians, 2 of 3 within 20 %
-    assert _size_table([plain]) == ""
+    sized = ModelRun("d", "unet_size", "unet", {}, per_image, config=config)
+    plain = ModelRun("d", "unet", "unet", {}, per_image.drop(columns="estimated_diameter"))
+    rows = size_rows([sized, plain])
+    assert [r["model"] for r in rows] == ["unet_size"]
+    r = rows[0]
+    assert (r["standard"], r["n"], r["true"], r["estimated"]) == (30.0, 3, 20.0, 20.0)
+    assert r["ratio"] == 1.1 and round(r["within"], 2) == 0.67  # medians, 2 of 3 within 20 %
+    assert size_rows([plain]) == []
+
+
+def test_number_formats() -> None:
+    from cellbench.report.render import format_bytes, format_number, format_seconds
+
+    assert format_number(None) == format_number(float("nan")) == "–"
+    assert format_number(0.71234) == "0.712" and format_number(3) == "3"
+    assert format_seconds(0.0123) == "0.0123" and format_seconds(12.345) == "12.35"
+    assert format_bytes(1.5e9) == "1.50 GB" and format_bytes(None) == "–"

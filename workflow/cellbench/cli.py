@@ -112,7 +112,8 @@ def cmd_train(args) -> None:
         Path(args.out or f"results/models/{args.dataset}/{args.model}"),
         seed=params.seed,
         device=args.device,
-        progress=not args.no_progress,
+        # the bar only on a terminal: rule logs get one line per epoch instead
+        progress=not args.no_progress and sys.stderr.isatty(),
     )
     print(
         f"train {args.dataset}/{args.model}: {config['epochs_run']} epochs, "
@@ -169,7 +170,8 @@ def cmd_report(args) -> None:
     from cellbench.report import render_report
 
     params = _params(args)
-    out = render_report(params, Path(args.data), Path(args.results), Path(args.out))
+    assets = Path(args.assets) if args.assets else None
+    out = render_report(params, Path(args.data), Path(args.results), Path(args.out), assets)
     print(f"report: {out}")
 
 
@@ -253,6 +255,57 @@ def cmd_schema(args) -> None:
         print(render_schema(), end="")
 
 
+def cmd_export(args) -> None:
+    from cellbench.export.writers import export_masks
+
+    result = export_masks(
+        Path(args.masks),
+        args.format,
+        Path(args.out),
+        images=Path(args.images) if args.images else None,
+        index=Path(args.index) if args.index else None,
+        fill_gaps=args.fill_gaps,
+    )
+    print(f"export {result.summary()}")
+
+
+def cmd_export_bioimageio(args) -> None:
+    from cellbench.export.bioimageio import best_model, package_model
+    from cellbench.io import read_json
+    from cellbench.modelfolder import check_model_folder
+
+    ranked = None
+    if args.model_dir:
+        model_dir = check_model_folder(Path(args.model_dir))
+        dataset = str(read_json(model_dir / "config.json").get("dataset", ""))
+    else:
+        dataset = args.dataset
+        params = _params(args)
+        params.dataset(dataset)
+        models = args.models.split(",") if args.models else list(params.run_models)
+        ranked = best_model(Path(args.results), dataset, models, network_only=True)
+        model_dir = ranked.model_dir
+        print(
+            f"export-bioimageio: best model of {dataset}: {ranked.model} ({ranked.metric} "
+            f"{ranked.score:.4f})"
+        )
+    split = Path(args.split or f"data/splits/{dataset}.csv")
+    report = package_model(
+        model_dir,
+        Path(args.converted or f"data/converted/{dataset}"),
+        Path(args.out),
+        split_csv=split if split.is_file() else None,
+        image_id=args.image_id,
+        authors=args.author or (),
+        license=args.license,
+        ranked=ranked,
+        test=not args.no_test,
+    )
+    for name, status in report.checks:
+        print(f"  {status:>8}  {name}")
+    print(f"export-bioimageio: {report.summary()}")
+
+
 # ----------------------------------------------------------------------------- parser
 _SEGMENT_EPILOG = """\
 output names:
@@ -275,7 +328,26 @@ failures and warnings:
 """
 
 
+_EXPORT_EPILOG = """\
+formats (one folder per export, plus export.json with counts):
+  labels            {id}.tif: uint16 label TIFF for Fiji / napari (uint32 over 65535 labels)
+  roi               {id}.zip: ImageJ ROI set, one ROI per label named 00001, ...; outlines
+                    follow pixel edges, so filled ROIs give back exactly the label's pixels
+  geojson           {id}.geojson: QuPath detections (Polygon / MultiPolygon, pixels)
+  measurements      measurements.csv: area, centroid, bounding box, eccentricity, ...,
+                    mean intensity per channel (with --images); one row per object
+  kaggle-dsb2018    submission.csv: ImageId,EncodedPixels (column-major run-length)
+  kaggle-sartorius  submission.csv: id,predicted (row-major run-length)
+  ctc               {cell_type}/{sequence}_RES/maskTTT.tif (uint16), needs --index
+
+the image id is the mask's file name without .tif (and without _masks for the files
+of cellbench segment). An existing non-empty --out is refused; nothing is overwritten.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from cellbench.export import FORMATS as EXPORT_FORMATS
+
     parser = argparse.ArgumentParser(
         prog="cellbench",
         description="Benchmark cell / nucleus instance segmentation: one subcommand per stage.",
@@ -369,7 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
         path("--split", "split CSV"),
         path("--out", "model folder"),
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (shown only when stderr is a terminal)",
+    )
     add(
         "predict",
         cmd_predict,
@@ -408,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data", help="data root (default: data)")
     p.add_argument("--results", default="results", help="results root (default: results)")
     p.add_argument("--out", default="results/report.html", help="report file")
+    p.add_argument(
+        "--assets",
+        default=None,
+        help="also write the files snakemake --report shows (leaderboard CSVs, score copies, "
+        "training curves) into this folder, e.g. results/report",
+    )
     p = add(
         "segment",
         cmd_segment,
@@ -433,6 +515,66 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="image files, folders (every .tif .tiff .png .jpg .jpeg in them) or quoted glob "
         "patterns ('data/*.tif')",
+    )
+    p = add(
+        "export",
+        cmd_export,
+        "export masks for other tools: label TIFFs, ImageJ ROIs, GeoJSON, measurements, "
+        "Kaggle submissions, CTC result folders",
+        params=False,
+    )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _EXPORT_EPILOG
+    p.add_argument(
+        "--masks", required=True, help="folder of label TIFFs, e.g. results/masks/synthetic/unet"
+    )
+    p.add_argument(
+        "--format", required=True, choices=EXPORT_FORMATS, help="what to write (see below)"
+    )
+    p.add_argument("--out", required=True, help="export folder (must not exist or be empty)")
+    p.add_argument(
+        "--images",
+        default=None,
+        help="folder of the images ({id}.tif ...): mean intensity per channel in "
+        "measurements and geojson",
+    )
+    p.add_argument(
+        "--index", default=None, help="the dataset's index.csv (sequence, frame): needed by ctc"
+    )
+    p.add_argument(
+        "--fill-gaps",
+        action="store_true",
+        help="ctc: write empty masks for the frames of a sequence without a mask",
+    )
+    p = add(
+        "export-bioimageio",
+        cmd_export_bioimageio,
+        "write a trained model (or the best model of a dataset) as a bioimage.io model "
+        "package and test it with bioimageio.core",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model-dir", default=None, help="a unet/flow model folder")
+    which.add_argument(
+        "--dataset",
+        default=None,
+        help="package the best network model of this dataset (test mean AP, else CTC SEG)",
+    )
+    p.add_argument("--results", default="results", help="results root for --dataset")
+    p.add_argument(
+        "--models", default=None, help="--dataset: comma-separated candidates (default run.models)"
+    )
+    p.add_argument("--converted", default=None, help="converted dataset (test image, licence)")
+    p.add_argument("--split", default=None, help="split CSV (the test image is its first test id)")
+    p.add_argument(
+        "--out", required=True, help="the package, e.g. results/bioimageio/synthetic.zip"
+    )
+    p.add_argument("--image-id", default=None, help="image of the test tensors")
+    p.add_argument(
+        "--author", action="append", default=None, help="author name (repeat for several)"
+    )
+    p.add_argument("--license", default=None, help="SPDX licence id (default: the data's)")
+    p.add_argument(
+        "--no-test", action="store_true", help="skip bioimageio.core's model test (not advised)"
     )
     return parser
 
@@ -468,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _configure_logging() -> None:
-    """Warnings and errors of every module on stderr, one line each (the rule logs keep them)."""
+    """Warnings and errors of every module, and training progress, on stderr, one line each."""
     import logging
 
     root = logging.getLogger()
@@ -477,6 +619,8 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("cellbench: %(levelname)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
+        # training says one line per epoch (loss, validation score, time) in the rule log
+        logging.getLogger("cellbench.train").setLevel(logging.INFO)
 
 
 if __name__ == "__main__":

@@ -476,6 +476,16 @@ def fit_network(
                 "seconds": round(time.time() - t0, 3),
             }
         )
+        log.info(
+            "epoch %d/%d  train_loss %.4f  val_loss %s  val_mean_ap %s  lr %.2e  %.1f s",
+            epoch,
+            settings.epochs,
+            history[-1]["train_loss"],
+            "-" if math.isnan(val_loss) else f"{val_loss:.4f}",
+            "-" if math.isnan(val_score) else f"{val_score:.4f}",
+            history[-1]["lr"],
+            history[-1]["seconds"],
+        )
         if by_score:
             if math.isnan(val_score):
                 continue  # selection happens at the epochs that have a score

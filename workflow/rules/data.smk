@@ -47,6 +47,8 @@ rule split_dataset:
         file=PARAMS_FILE,
     log:
         "results/logs/split_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/split_dataset/{dataset}.tsv"
     shell:
         "cellbench split --params {params.file} --dataset {wildcards.dataset} "
         "--converted {input} --out {output} > {log} 2>&1"

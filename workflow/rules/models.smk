@@ -72,6 +72,8 @@ rule score_masks:
         file=PARAMS_FILE,
     log:
         "results/logs/score_masks/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/score_masks/{dataset}/{model}.tsv"
     shell:
         "cellbench score --params {params.file} --dataset {wildcards.dataset} "
         "--model {wildcards.model} --masks {input.masks} --converted {input.converted} "

@@ -1,24 +1,86 @@
-# The self-contained HTML report over every dataset x model of params.yaml's `run:`.
+# The self-contained HTML report over every dataset x model of params.yaml's `run:`,
+# plus the files `snakemake --report` shows with captions (workflow/report/*.rst):
+# the page, each dataset's leaderboard table, each model's scores and training curves.
+
+REPORT_ASSETS = "results/report"
+flag_for_report = report  # (a line may not start with `report`: it is a Snakefile keyword)
+
+
+def report_files(pattern, caption, category, table=None):
+    """One report()-flagged path per dataset x model, labelled for snakemake --report."""
+    return [
+        flag_for_report(
+            pattern.format(dataset=d, model=m),
+            caption=caption,
+            category=category,
+            subcategory=d,
+            labels={"dataset": d, "model": m, **({"table": table} if table else {})},
+        )
+        for d in DATASETS
+        for m in MODELS
+    ]
 
 
 rule render_report:
     input:
         scores=all_scores(),
         models=expand("results/models/{dataset}/{model}", dataset=DATASETS, model=MODELS),
+        # timings.csv + resources.json: network and post-processing cost per image
+        predictions=expand(
+            "results/predictions/{dataset}/{model}", dataset=DATASETS, model=MODELS
+        ),
         masks=expand("results/masks/{dataset}/{model}", dataset=DATASETS, model=MODELS),
         converted=expand("data/converted/{dataset}", dataset=DATASETS),
+        splits=expand("data/splits/{dataset}.csv", dataset=DATASETS),
     output:
-        report(
+        page=report(
             "results/report.html",
             caption="../report/report.rst",
             category="Report",
+            labels={"file": "report.html"},
+        ),
+        leaderboards=[
+            flag_for_report(
+                f"{REPORT_ASSETS}/scores/{d}.csv",
+                caption="../report/leaderboard.rst",
+                category="Scores",
+                subcategory=d,
+                labels={"dataset": d, "model": "all", "table": "leaderboard"},
+            )
+            for d in DATASETS
+        ],
+        per_image=report_files(
+            REPORT_ASSETS + "/scores/{dataset}/{model}/per_image.csv",
+            "../report/per_image.rst",
+            "Scores",
+            "per image",
+        ),
+        summaries=report_files(
+            REPORT_ASSETS + "/scores/{dataset}/{model}/summary.json",
+            "../report/summary.rst",
+            "Scores",
+            "summary",
+        ),
+        training=report_files(
+            REPORT_ASSETS + "/training/{dataset}/{model}.svg",
+            "../report/training.rst",
+            "Training",
         ),
     params:
         cfg=lambda wildcards: as_json(
-            {"run": config["run"], "report": config["report"], "seed": config["seed"]}
+            {
+                "run": config["run"],
+                "report": config["report"],
+                "score": config["score"],
+                "seed": config["seed"],
+            }
         ),
         file=PARAMS_FILE,
+        assets=REPORT_ASSETS,
     log:
         "results/logs/render_report/report.log",
+    benchmark:
+        "results/benchmarks/render_report/report.tsv"
     shell:
-        "cellbench report --params {params.file} --out {output} > {log} 2>&1"
+        "cellbench report --params {params.file} --out {output.page} "
+        "--assets {params.assets} > {log} 2>&1"

@@ -1,10 +1,17 @@
 """The HTML report: one self-contained page (inline CSS, SVG charts, PNG data URIs).
 
-Sections: a leaderboard matrix (dataset x model, mean AP, winner marked), one
-detailed table per dataset (AP at several IoU thresholds, precision / recall /
-F1, PQ, AJI, SEG, per-image mean and pooled), an AP-vs-IoU chart, per-cell-type
-breakdown, training facts, and per model an overlay picture of image, ground
-truth and prediction on the same test image. It opens offline in any browser.
+Modules: :mod:`~cellbench.report.collect` reads the results,
+:mod:`~cellbench.report.stats` (bootstrap intervals, significance),
+:mod:`~cellbench.report.tables`, :mod:`~cellbench.report.charts` (matplotlib SVG) and
+:mod:`~cellbench.report.gallery` (TP / FP / FN outlines) turn them into tables,
+charts and pictures, and :mod:`~cellbench.report.render` fills the jinja2 template
+``templates/report.html.j2`` (autoescaped) and writes the page.
+
+Sections per dataset: the data (sizes, objects, split, licence, citation), a
+leaderboard with bootstrap intervals (best highlighted only when significantly
+ahead), precision and recall, scores against the IoU threshold, per cell type,
+training curves, cost, and a gallery. Then definitions and provenance. It opens
+offline in any browser.
 """
 
 from __future__ import annotations

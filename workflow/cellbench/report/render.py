@@ -1,442 +1,485 @@
-"""Collect results and render ``results/report.html``."""
+"""Render ``results/report.html`` from a jinja2 template (autoescaped), and its assets.
+
+The stage code of the report: :func:`render_report` reads the results
+(:mod:`cellbench.report.collect`), builds the tables (:mod:`~cellbench.report.tables`),
+charts (:mod:`~cellbench.report.charts`) and gallery pictures
+(:mod:`~cellbench.report.gallery`), fills ``templates/report.html.j2`` and writes
+one self-contained page. Every name that comes from data or config reaches the page
+through jinja2's autoescaping; only the SVG charts (made and escaped by matplotlib)
+and the PNG data URIs are marked safe.
+
+With ``assets``, it also writes what ``snakemake --report`` shows next to the page:
+``scores/{dataset}.csv`` (the leaderboard with its intervals),
+``scores/{dataset}/{model}/{per_image.csv,summary.json}`` (copies of the scores) and
+``training/{dataset}/{model}.svg`` (the training curves of each model).
+"""
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import html
-import io
+import logging
 import math
-from dataclasses import dataclass, field
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from cellbench.config import Params
-from cellbench.io import read_image, read_json, read_labels, write_text
+from cellbench.io import atomic_path, read_image, read_labels, write_csv, write_text
+from cellbench.report import charts, gallery, tables
+from cellbench.report.collect import Collected, DatasetData, ModelRun, collect
+from cellbench.report.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, SIGNIFICANCE_RULE
 
-__all__ = ["ModelResult", "collect_results", "overlay_png", "render_report"]
+__all__ = [
+    "GALLERY_BUDGET_BYTES",
+    "GALLERY_CROP",
+    "GALLERY_IMAGES",
+    "WORST_IMAGES",
+    "build_context",
+    "environment",
+    "gallery_crop",
+    "leaderboard_frame",
+    "leaderboards",
+    "render_page",
+    "render_report",
+    "write_assets",
+]
 
-#: columns of the per-dataset table: (summary key, header, tooltip)
-TABLE_COLUMNS = (
-    ("mean_ap", "mean AP", "mean over IoU 0.50:0.05:0.95 of TP/(TP+FP+FN) (DSB 2018 / Sartorius)"),
-    ("ap@0.50", "AP@0.50", "TP/(TP+FP+FN) at IoU 0.50"),
-    ("ap@0.75", "AP@0.75", "TP/(TP+FP+FN) at IoU 0.75"),
-    ("f1@0.25", "F1@0.25", "F1 at IoU 0.25"),
-    ("precision@0.50", "P@0.50", "precision at IoU 0.50"),
-    ("recall@0.50", "R@0.50", "recall at IoU 0.50"),
-    ("f1@0.50", "F1@0.50", "F1 at IoU 0.50"),
-    ("f1@0.75", "F1@0.75", "F1 at IoU 0.75"),
-    ("pq", "PQ", "panoptic quality at IoU 0.5"),
-    ("aji", "AJI", "Aggregated Jaccard Index (Kumar et al. 2017)"),
-    ("seg", "SEG", "Cell Tracking Challenge SEG"),
-    ("dice", "Dice", "foreground pixel Dice"),
-)
+log = logging.getLogger(__name__)
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
-color:#1d2330;padding:0 1rem;line-height:1.45}
-h1{margin-bottom:.2rem}h2{border-bottom:2px solid #e3e7ee;padding-bottom:.2rem;margin-top:2.2rem}
-.meta{color:#5a6475;font-size:.9rem}
-table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.88rem}
-th,td{border:1px solid #d8dde6;padding:.28rem .55rem;text-align:right}
-th{background:#f2f4f8;font-weight:600}td.name,th.name{text-align:left}
-tr.best td{background:#eaf7ee;font-weight:600}.win{background:#eaf7ee;font-weight:700}
-.note{font-size:.85rem;color:#5a6475}.figs{display:flex;flex-wrap:wrap;gap:1.2rem}
-figure{margin:0;max-width:100%}figcaption{font-size:.85rem;color:#39414f}
-img.overlay{max-width:100%;image-rendering:pixelated;border:1px solid #d8dde6}
-.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}
-code{background:#f2f4f8;padding:0 .2rem;border-radius:3px}
-"""
+GALLERY_IMAGES = 3
+"""Test images shown for every model, per dataset."""
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+WORST_IMAGES = 2
+"""Lowest-scoring test images shown per model."""
 
+GALLERY_CROP = 160
+"""Gallery pictures are crops of at most this many pixels a side (no resampling)."""
 
-@dataclass
-class ModelResult:
-    """Everything the report shows of one dataset x model."""
+GALLERY_BUDGET_BYTES = 2_500_000
+"""About this much of the page goes to gallery pictures: with many datasets and models the
+crops shrink (down to :data:`GALLERY_MIN_CROP`) so the page stays a few MB."""
 
-    dataset: str
-    model: str
-    family: str
-    summary: dict
-    per_image: pd.DataFrame
-    config: dict = field(default_factory=dict)
-    thresholds: dict = field(default_factory=dict)
-    masks_dir: Path | None = None
+GALLERY_MIN_CROP = 96
+_BYTES_PER_PIXEL = 1.0  # a noisy microscopy crop as an indexed PNG, base64 (measured ~0.9)
+_DISPLAY = 176  # small crops are shown enlarged (pixelated) by an integer factor
 
 
-def collect_results(params: Params, results: Path) -> list[ModelResult]:
-    """Read every ``summary.json`` / ``per_image.csv`` / model config of the run."""
-    out = []
-    for dataset in params.run_datasets:
-        for model in params.run_models:
-            scores = results / "scores" / dataset / model
-            model_dir = results / "models" / dataset / model
-            out.append(
-                ModelResult(
-                    dataset=dataset,
-                    model=model,
-                    family=params.model(model).family,
-                    summary=read_json(scores / "summary.json"),
-                    per_image=pd.read_csv(scores / "per_image.csv", dtype={"id": str}),
-                    config=read_json(model_dir / "config.json"),
-                    thresholds=read_json(model_dir / "thresholds.json"),
-                    masks_dir=results / "masks" / dataset / model,
-                )
-            )
-    return out
+def gallery_crop(n_pictures: int) -> int:
+    """Crop side for ``n_pictures`` gallery pictures in the page (the budget split evenly)."""
+    if n_pictures <= 0:
+        return GALLERY_CROP
+    side = int(math.sqrt(GALLERY_BUDGET_BYTES / _BYTES_PER_PIXEL / n_pictures))
+    return max(GALLERY_MIN_CROP, min(GALLERY_CROP, side))
 
 
-# ----------------------------------------------------------------------------- pictures
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-    """Any image -> ``(H, W, 3)`` float in [0, 1], percentile-stretched."""
-    img = np.asarray(image, np.float32)
-    if img.ndim == 3:
-        img = img[..., :3] if img.shape[-1] >= 3 else img.mean(axis=-1)
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
-    return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
+def environment():
+    """The jinja2 environment: the package's templates, autoescape on, strict undefined."""
+    import jinja2
 
-
-def _outline(rgb: np.ndarray, labels: np.ndarray, color: tuple[float, float, float]) -> np.ndarray:
-    from skimage.segmentation import find_boundaries
-
-    out = rgb.copy()
-    out[find_boundaries(labels, mode="inner")] = color
-    return out
-
-
-def overlay_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, max_size: int = 384) -> str:
-    """Three panels side by side: image | ground truth outlines | prediction outlines.
-
-    Large images are cropped to the ``max_size`` square with the most true cells.
-    Returns a ``data:image/png;base64,...`` URI.
-    """
-    from PIL import Image
-
-    h, w = truth.shape
-    y0 = x0 = 0
-    if h > max_size or w > max_size:
-        ch, cw = min(h, max_size), min(w, max_size)
-        density = (truth > 0).astype(np.float32)
-        best = -1.0
-        for y in np.linspace(0, h - ch, 5).astype(int):
-            for x in np.linspace(0, w - cw, 5).astype(int):
-                s = float(density[y : y + ch, x : x + cw].sum())
-                if s > best:
-                    best, y0, x0 = s, int(y), int(x)
-        sl = (slice(y0, y0 + ch), slice(x0, x0 + cw))
-        image, truth, pred = image[sl], truth[sl], pred[sl]
-    rgb = _to_rgb(image)
-    gap = np.ones((rgb.shape[0], 4, 3), np.float32)
-    panels = np.concatenate(
-        [
-            rgb,
-            gap,
-            _outline(rgb, truth, (0.1, 0.9, 0.2)),
-            gap,
-            _outline(rgb, pred, (1.0, 0.1, 0.8)),
-        ],
-        axis=1,
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("cellbench.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-    buf = io.BytesIO()
-    Image.fromarray((panels * 255).astype(np.uint8)).save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    env.filters["num"] = format_number
+    env.filters["seconds"] = format_seconds
+    env.filters["bytes"] = format_bytes
+    env.filters["signed"] = format_signed
+    return env
 
 
-# ----------------------------------------------------------------------------- charts
-def ap_curve_svg(results: list[ModelResult], width: int = 520, height: int = 260) -> str:
-    """Inline SVG: per-image mean AP against IoU threshold, one line per model."""
-    pad_l, pad_r, pad_t, pad_b = 44, 110, 12, 34
-    pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" aria-label="AP against IoU threshold">'
-    ]
-    for k in range(6):
-        y = pad_t + ph * (1 - k / 5)
-        parts.append(
-            f'<line x1="{pad_l}" x2="{pad_l + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e7ee"/>'
-        )
-        parts.append(
-            f'<text x="{pad_l - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{k / 5:.1f}</text>'
-        )
-    for k, t in enumerate(np.arange(0.5, 0.96, 0.05)):
-        x = pad_l + pw * k / 9
-        parts.append(
-            f'<text x="{x:.1f}" y="{pad_t + ph + 16}" font-size="11" text-anchor="middle">{t:.2f}</text>'
-        )
-    parts.append(
-        f'<text x="{pad_l + pw / 2}" y="{height - 2}" font-size="11" text-anchor="middle">IoU threshold</text>'
-    )
-    for i, r in enumerate(results):
-        mean = r.summary.get("per_image_mean", {})
-        pts = []
-        for k, t in enumerate(np.arange(0.5, 0.96, 0.05)):
-            v = mean.get(f"ap@{t:.2f}")
-            if v is not None and not math.isnan(v):
-                pts.append(f"{pad_l + pw * k / 9:.1f},{pad_t + ph * (1 - v):.1f}")
-        color = PALETTE[i % len(PALETTE)]
-        if pts:
-            parts.append(
-                f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(pts)}"/>'
-            )
-        ly = pad_t + 14 + 16 * i
-        parts.append(
-            f'<line x1="{pad_l + pw + 10}" x2="{pad_l + pw + 28}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" stroke-width="3"/>'
-        )
-        parts.append(
-            f'<text x="{pad_l + pw + 32}" y="{ly}" font-size="11">{html.escape(r.model)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+# ----------------------------------------------------------------------------- formatting
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
-# ----------------------------------------------------------------------------- tables
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def format_number(value: Any, digits: int = 3) -> str:
+    """``0.71234 -> "0.712"``; None or NaN -> ``"–"``; integers stay integers."""
+    if _missing(value):
         return "–"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, int | np.integer):
         return str(int(value))
+    if isinstance(value, str):
+        return value
     return f"{float(value):.{digits}f}"
 
 
-def _metric(summary: dict, block: str, key: str) -> float | None:
-    value = summary.get(block, {}).get(key)
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+def format_signed(value: Any, digits: int = 3) -> str:
+    """A difference with its sign: ``+0.120``."""
+    return "–" if _missing(value) else f"{float(value):+.{digits}f}"
 
 
-def _headline(results: list[ModelResult]) -> tuple[str, str]:
-    """The score that ranks one dataset's models: mean AP, or SEG where no model has AP.
-
-    AP is undefined on partially annotated ground truth (CTC gold truth), which is
-    scored with the CTC SEG measure only.
-    """
-    if any(_metric(r.summary, "per_image_mean", "mean_ap") is not None for r in results):
-        return "mean_ap", "mean AP"
-    if any(_metric(r.summary, "per_image_mean", "seg") is not None for r in results):
-        return "seg", "SEG"
-    return "mean_ap", "mean AP"
-
-
-def _leaderboard(results: list[ModelResult], datasets: list[str], models: list[str]) -> str:
-    by = {(r.dataset, r.model): r for r in results}
-    rows = [
-        "<table><tr><th class='name'>dataset</th><th class='name'>score</th>"
-        + "".join(f"<th>{html.escape(m)}</th>" for m in models)
-        + "<th class='name'>best</th></tr>"
-    ]
-    for d in datasets:
-        key, label = _headline([by[(d, m)] for m in models])
-        vals = {m: _metric(by[(d, m)].summary, "per_image_mean", key) for m in models}
-        scored = {m: v for m, v in vals.items() if v is not None}
-        best = max(scored, key=scored.get) if scored else None
-        cells = "".join(
-            f"<td class='{'win' if m == best else ''}'>{_fmt(vals[m])}</td>" for m in models
-        )
-        rows.append(
-            f"<tr><td class='name'>{html.escape(d)}</td><td class='name'>{label}</td>{cells}"
-            f"<td class='name'>{html.escape(best or '–')}</td></tr>"
-        )
-    rows.append("</table>")
-    return "".join(rows)
+def format_seconds(value: Any) -> str:
+    """Seconds with a precision that suits their size."""
+    if _missing(value):
+        return "–"
+    v = float(value)
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3g}"
 
 
-def _dataset_table(results: list[ModelResult], block: str) -> str:
-    head = "".join(f"<th title='{html.escape(tip)}'>{name}</th>" for _, name, tip in TABLE_COLUMNS)
-    rows = [
-        f"<table><tr><th class='name'>model</th><th class='name'>family</th>{head}"
-        "<th>images</th><th>train s</th></tr>"
-    ]
-    key, _ = _headline(results)
-    ranked = sorted(results, key=lambda r: -(_metric(r.summary, "per_image_mean", key) or -1.0))
-    for rank, r in enumerate(ranked):
-        cells = "".join(
-            f"<td>{_fmt(_metric(r.summary, block, k))}</td>" for k, _, _ in TABLE_COLUMNS
-        )
-        train_s = r.config.get("train_seconds")
-        rows.append(
-            f"<tr class='{'best' if rank == 0 else ''}'><td class='name'>{html.escape(r.model)}</td>"
-            f"<td class='name'>{html.escape(r.family)}</td>{cells}<td>{r.summary.get('n_images', 0)}"
-            f"</td><td>{_fmt(train_s, 1)}</td></tr>"
-        )
-    rows.append("</table>")
-    return "".join(rows)
+def format_bytes(value: Any) -> str:
+    """``1.5e9 -> "1.50 GB"`` (powers of 1000)."""
+    if _missing(value):
+        return "–"
+    v = float(value)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(v) < 1000 or unit == "TB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.2f} {unit}"
+        v /= 1000
+    return f"{v:.2f} TB"
 
 
-def _cell_type_table(results: list[ModelResult]) -> str:
-    types = sorted({ct for r in results for ct in r.summary.get("per_cell_type", {})})
-    if len(types) < 2:
-        return ""
-    rows = [
-        "<table><tr><th class='name'>model</th>"
-        + "".join(f"<th>{html.escape(t)}</th>" for t in types)
-        + "</tr>"
-    ]
-    for r in results:
-        per = r.summary.get("per_cell_type", {})
-        cells = "".join(
-            f"<td>{_fmt(_metric(per.get(t, {}), 'per_image_mean', 'mean_ap'))}</td>" for t in types
-        )
-        rows.append(f"<tr><td class='name'>{html.escape(r.model)}</td>{cells}</tr>")
-    rows.append("</table>")
-    return "<h3>Mean AP per cell type (per-image mean)</h3>" + "".join(rows)
+# ----------------------------------------------------------------------------- gallery
+def _display_width(width: int) -> int:
+    return width * max(1, round(_DISPLAY / max(width, 1)))
 
 
-def _training_table(results: list[ModelResult]) -> str:
-    rows = [
-        "<table><tr><th class='name'>model</th><th>train / val images</th><th>epochs</th>"
-        "<th>device</th><th>train s</th><th class='name'>tuned post-processing (val score)</th></tr>"
-    ]
-    for r in results:
-        c, t = r.config, r.thresholds
-        tuned = ", ".join(f"{k}={v}" for k, v in t.get("selected", {}).items())
-        metric = "SEG" if t.get("metric") == "seg" else "mean AP"
-        rows.append(
-            f"<tr><td class='name'>{html.escape(r.model)}</td>"
-            f"<td>{c.get('n_train_images', '–')} / {c.get('n_val_images', '–')}</td>"
-            f"<td>{c.get('epochs_run', 0) if c.get('trainable') else '–'}</td>"
-            f"<td>{html.escape(str(c.get('device', '–')))}</td><td>{_fmt(c.get('train_seconds'), 1)}</td>"
-            f"<td class='name'>{html.escape(tuned)} ({metric} {_fmt(t.get('val_score'))})</td></tr>"
-        )
-    rows.append("</table>")
-    return "".join(rows)
+def _n_objects(labels: np.ndarray) -> int:
+    return int(np.count_nonzero(np.unique(labels)))
 
 
-def _size_table(results: list[ModelResult]) -> str:
-    """Estimated against true object diameter of the test images (size-normalised models)."""
-    rows = []
-    for r in results:
-        df = r.per_image
-        if "estimated_diameter" not in df or "true_diameter" not in df:
-            continue
-        both = df[["estimated_diameter", "true_diameter"]].apply(pd.to_numeric, errors="coerce")
-        both = both.dropna()
-        if not len(both):
-            continue
-        ratio = both["estimated_diameter"] / both["true_diameter"]
-        within = float((abs(ratio - 1) <= 0.2).mean())
-        standard = r.config.get("options", {}).get("diameter")
-        rows.append(
-            f"<tr><td class='name'>{html.escape(r.model)}</td><td>{_fmt(standard, 0)}</td>"
-            f"<td>{len(both)}</td><td>{_fmt(both['true_diameter'].median(), 1)}</td>"
-            f"<td>{_fmt(both['estimated_diameter'].median(), 1)}</td>"
-            f"<td>{_fmt(ratio.median(), 2)}</td><td>{_fmt(within, 2)}</td></tr>"
-        )
-    if not rows:
-        return ""
-    head = (
-        "<h3>Object size: estimated against true diameter</h3><p class='note'>Size-normalised "
-        "models rescale each test image so its objects measure the model's standard diameter; "
-        "the diameter of a test image is estimated by the network (the ground truth is not "
-        "used). True diameter: median equivalent diameter of the image's labelled objects.</p>"
-        "<table><tr><th class='name'>model</th><th>standard px</th><th>images</th>"
-        "<th>median true px</th><th>median estimated px</th><th>median ratio</th>"
-        "<th>share within ±20 %</th></tr>"
-    )
-    return head + "".join(rows) + "</table>"
+class _Pictures:
+    """Reads each test image, ground truth and mask once, and makes the gallery panels."""
 
+    def __init__(self, ds: DatasetData, crop: int = GALLERY_CROP):
+        self.ds = ds
+        self.crop = crop
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
 
-def _example_id(per_image: pd.DataFrame) -> str | None:
-    """The test image with the median number of true cells (same for every model)."""
-    full = per_image[per_image.get("annotation", "full") != "none"] if len(per_image) else per_image
-    if not len(full):
-        return None
-    order = full.sort_values(["n_true", "id"]).reset_index(drop=True)
-    return str(order.loc[len(order) // 2, "id"])
+    def truth(self, image_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        if image_id not in self._cache:
+            image = self.ds.converted / "images" / f"{image_id}.tif"
+            labels = self.ds.converted / "labels" / f"{image_id}.tif"
+            self._cache[image_id] = (
+                (read_image(image), read_labels(labels))
+                if image.is_file() and labels.is_file()
+                else None
+            )
+        return self._cache[image_id]
 
+    def image_panel(self, image_id: str) -> dict[str, Any] | None:
+        pair = self.truth(image_id)
+        if pair is None:
+            return None
+        image, truth = pair
+        crop = gallery.choose_crop(truth, self.crop)
+        return self._panel(image[crop.slices], None, crop, _n_objects(truth))
 
-def _figures(results: list[ModelResult], converted: Path) -> str:
-    if not results:
-        return ""
-    image_id = _example_id(results[0].per_image)
-    if image_id is None:
-        return "<p class='note'>No scored test image to show.</p>"
-    image = read_image(converted / "images" / f"{image_id}.tif")
-    truth = read_labels(converted / "labels" / f"{image_id}.tif")
-    figs = []
-    key, label = _headline(results)
-    for r in results:
-        mask_path = r.masks_dir / f"{image_id}.tif"
-        if not mask_path.is_file():
-            continue
+    def overlay_panel(self, run: ModelRun, image_id: str, partial: bool) -> dict[str, Any] | None:
+        pair = self.truth(image_id)
+        mask_path = (run.masks_dir or Path()) / f"{image_id}.tif"
+        if pair is None or not mask_path.is_file():
+            return None
+        image, truth = pair
         pred = read_labels(mask_path)
-        row = r.per_image.loc[r.per_image["id"] == image_id]
-        score = row[key].iloc[0] if len(row) and key in row else None
-        figs.append(
-            f"<figure><img class='overlay' alt='{html.escape(r.model)} on {html.escape(image_id)}' "
-            f"src='{overlay_png(image, truth, pred)}'><figcaption><b>{html.escape(r.model)}</b>: "
-            f"{int(pred.max())} predicted / {int(truth.max())} true cells, {label} "
-            f"{_fmt(score)}</figcaption></figure>"
-        )
-    legend = (
-        "<p class='legend note'>Test image <code>" + html.escape(image_id) + "</code>: "
-        "image | <span style='background:#1ae633'></span>ground truth | "
-        "<span style='background:#ff1acc'></span>prediction</p>"
-    )
-    return legend + "<div class='figs'>" + "".join(figs) + "</div>"
+        if pred.shape != truth.shape:
+            return None
+        classes, counts = gallery.classify_outlines(truth, pred, partial=partial)
+        crop = gallery.choose_crop(truth, self.crop)
+        panel = self._panel(image[crop.slices], classes[crop.slices], crop, None)
+        panel["counts"] = counts
+        panel["n_pred"] = _n_objects(pred)
+        return panel
+
+    @staticmethod
+    def _panel(image, classes, crop: gallery.Crop, n_true: int | None) -> dict[str, Any]:
+        return {
+            "uri": gallery.png_data_uri(image, classes),
+            "width": crop.width,
+            "height": crop.height,
+            "display_width": _display_width(crop.width),
+            "crop": crop,
+            "n_true": n_true,
+        }
 
 
-def render_report(params: Params, data: Path, results: Path, out: Path) -> Path:
-    """Render the report for the datasets and models of ``params.run_*``; atomic write."""
-    from cellbench import __version__
+def _annotation(run: ModelRun, image_id: str) -> str:
+    df = run.per_image
+    if "annotation" not in df:
+        return "full"
+    hit = df.loc[df["id"].astype(str) == image_id, "annotation"]
+    return str(hit.iloc[0]) if len(hit) else "full"
 
-    collected = collect_results(params, results)
-    datasets, models = list(params.run_datasets), list(params.run_models)
-    title = params.report.title
-    body = [
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='meta'>cellbench {__version__} · generated "
-        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} · seed {params.seed} · "
-        f"datasets: {html.escape(', '.join(datasets))} · models: {html.escape(', '.join(models))}</p>",
-        "<h2>Leaderboard</h2>",
-        "<p class='note'>Mean AP on each dataset's test split: TP/(TP+FP+FN) averaged over IoU "
-        "thresholds 0.50, 0.55, …, 0.95 per image, then averaged over images (the Data Science "
-        "Bowl 2018 / Sartorius score). A dataset whose ground truth labels only some cells "
-        "(annotation <code>partial</code>, e.g. CTC gold truth) has no AP: it is ranked by the "
-        "CTC SEG, averaged per image, as its <i>score</i> column says. Best per dataset "
-        "highlighted.</p>",
-        _leaderboard(collected, datasets, models),
+
+def _score_of(run: ModelRun, image_id: str, key: str) -> float | None:
+    df = run.per_image
+    if key not in df:
+        return None
+    hit = pd.to_numeric(df.loc[df["id"].astype(str) == image_id, key], errors="coerce")
+    return None if hit.empty or math.isnan(hit.iloc[0]) else float(hit.iloc[0])
+
+
+def _gallery(ds: DatasetData, runs: list[ModelRun], key: str, crop: int) -> dict[str, Any]:
+    pictures = _Pictures(ds, crop)
+    rows = []
+    partial_seen = False
+    for image_id in tables.gallery_ids(runs, GALLERY_IMAGES):
+        base = pictures.image_panel(image_id)
+        if base is None:
+            continue
+        partial = bool(runs) and _annotation(runs[0], image_id) == "partial"
+        partial_seen |= partial
+        panels = []
+        for r in runs:
+            panel = pictures.overlay_panel(r, image_id, partial)
+            if panel is not None:
+                panel["model"] = r.model
+                panel["score"] = _score_of(r, image_id, key)
+                panels.append(panel)
+        rows.append({"id": image_id, "image": base, "panels": panels, "partial": partial})
+    worst = []
+    for r in runs:
+        panels = []
+        for image_id, value in tables.worst_ids(r, key, WORST_IMAGES):
+            partial = _annotation(r, image_id) == "partial"
+            partial_seen |= partial
+            panel = pictures.overlay_panel(r, image_id, partial)
+            if panel is not None:
+                panel["id"] = image_id
+                panel["score"] = value
+                panels.append(panel)
+        worst.append({"model": r.model, "panels": panels})
+    legend = [
+        {"name": name, "colour": gallery.COLOURS[name][0], "text": gallery.COLOURS[name][1]}
+        for name in ("tp", "fp", "fn") + (("unscored",) if partial_seen else ())
     ]
-    for d in datasets:
-        rs = [r for r in collected if r.dataset == d]
-        n_images = rs[0].summary.get("n_images", 0) if rs else 0
-        body += [
-            f"<h2>Dataset <code>{html.escape(d)}</code> ({params.dataset(d).kind}, "
-            f"{n_images} test images)</h2>",
-            "<h3>Averaged per image</h3>"
-            "<p class='note'>Each score computed per image, then averaged over images.</p>",
-            _dataset_table(rs, "per_image_mean"),
-            "<h3>Pooled over the dataset</h3>"
-            "<p class='note'>Counts (TP, FP, FN, matched IoU, AJI and pixel sums) added over all "
-            "fully annotated test images, then the ratio taken once; SEG over all reference "
-            "objects, as the Cell Tracking Challenge computes it.</p>",
-            _dataset_table(rs, "pooled"),
-            "<h3>AP against IoU threshold (per-image mean)</h3>",
-            ap_curve_svg(rs),
-            _cell_type_table(rs),
-            "<h3>Training and tuning</h3>",
-            _training_table(rs),
-            _size_table(rs),
-            "<h3>Example predictions</h3>",
-            _figures(rs, data / "converted" / d),
-        ]
-    body.append(
-        "<h2>Definitions</h2><p class='note'>Predicted and true instances are matched one-to-one "
-        "by IoU (unique for IoU &gt; 0.5). AP@t = TP/(TP+FP+FN) at IoU ≥ t; precision, recall and "
-        "F1 likewise at t. PQ = sum of matched IoU / (TP + FP/2 + FN/2) at 0.5. AJI: Kumar et al. "
-        "2017. SEG: Cell Tracking Challenge (a reference object matches the predicted object "
-        "covering more than half of it; false positives ignored). Partially annotated images are "
-        "scored with SEG only. Thresholds were tuned on each dataset's validation split; the "
-        "test split was used only here.</p>"
+    return {"rows": rows, "worst": worst, "legend": legend, "crop": crop}
+
+
+# ----------------------------------------------------------------------------- context
+def _colours(params: Params) -> dict[str, int]:
+    return {m: k for k, m in enumerate(params.run_models)}
+
+
+def leaderboards(collected: Collected) -> dict[str, tables.Leaderboard]:
+    """Each dataset's leaderboard (bootstrap intervals seeded with params.yaml's seed)."""
+    seed = collected.params.seed
+    return {
+        ds.name: tables.leaderboard(collected.runs_of(ds.name), seed) for ds in collected.datasets
+    }
+
+
+def _overview(collected: Collected, boards: dict[str, tables.Leaderboard]) -> dict[str, Any]:
+    """Dataset x model matrix of each dataset's headline score (significance rule applied)."""
+    rows = []
+    for k, ds in enumerate(collected.datasets):
+        runs = collected.runs_of(ds.name)
+        column = tables.headline(runs)
+        board = boards[ds.name]
+        by_model = {}
+        keys = [c.key for c in board.columns]
+        if column.key in keys:
+            i = keys.index(column.key)
+            by_model = {row["model"]: row["cells"][i] for row in board.rows}
+        rows.append(
+            {
+                "dataset": ds.name,
+                "anchor": f"dataset-{k}",
+                "column": column,
+                "cells": [by_model.get(m) for m in collected.params.run_models],
+            }
+        )
+    return {"models": list(collected.params.run_models), "rows": rows}
+
+
+def _dataset_view(
+    collected: Collected, k: int, ds: DatasetData, board: tables.Leaderboard, crop: int
+) -> dict[str, Any]:
+    params = collected.params
+    seed = params.seed
+    runs = collected.runs_of(ds.name)
+    colours = _colours(params)
+    anchor = f"dataset-{k}"
+    head = tables.headline(runs)
+    curve_data, curve_metrics = tables.curves(runs)
+    test_ids = tables.scored_ids(runs)
+    wanted_pr = sorted({0.5, *params.score.extra_thresholds})
+    histories = {r.model: r.history for r in runs if r.history is not None and len(r.history)}
+    return {
+        "name": ds.name,
+        "anchor": anchor,
+        "facts": tables.dataset_facts(ds, test_ids),
+        "data_chart": Markup(
+            charts.dataset_svg(
+                pd.to_numeric(
+                    ds.index.loc[ds.index.get("annotation", "full") != "none", "n_instances"]
+                    if "n_instances" in ds.index
+                    else pd.Series(dtype=float),
+                    errors="coerce",
+                ).to_numpy(float),
+                ds.object_areas,
+                f"{anchor}-data",
+            )
+        ),
+        "headline": head,
+        "leaderboard": board,
+        "pooled": tables.pooled_rows(runs, board.columns),
+        "pr": tables.pr_table(runs, wanted_pr),
+        "curves": Markup(
+            charts.metric_curves_svg(curve_data, curve_metrics, f"{anchor}-curves", colours)
+        )
+        if curve_metrics
+        else None,
+        "cell_types": tables.cell_type_table(runs, seed),
+        "sizes": tables.size_rows(runs),
+        "training": tables.training_rows(runs),
+        "training_chart": Markup(charts.training_svg(histories, f"{anchor}-training", colours))
+        if histories
+        else None,
+        "untrained": [r.model for r in runs if r.model not in histories],
+        "cost": tables.cost_rows(runs),
+        "gallery": _gallery(ds, runs, head.key, crop),
+    }
+
+
+def build_context(
+    collected: Collected, boards: dict[str, tables.Leaderboard] | None = None
+) -> dict[str, Any]:
+    """Everything the template shows, as plain data (charts and pictures made here)."""
+    params = collected.params
+    boards = boards if boards is not None else leaderboards(collected)
+    n_models = len(params.run_models)
+    n_pictures = len(collected.datasets) * (
+        GALLERY_IMAGES * (1 + n_models) + WORST_IMAGES * n_models
     )
-    page = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
-    )
-    return write_text(out, page)
+    crop = gallery_crop(n_pictures)
+    datasets = [
+        _dataset_view(collected, k, ds, boards[ds.name], crop)
+        for k, ds in enumerate(collected.datasets)
+    ]
+    train_versions = {}
+    devices = set()
+    for r in collected.runs:
+        for name, version in (r.config.get("versions") or {}).items():
+            train_versions.setdefault(name, set()).add(str(version))
+        for device in (
+            r.config.get("device"),
+            (r.predict_resources or {}).get("device"),
+            (r.postprocess_resources or {}).get("device"),
+        ):
+            if device:
+                devices.add(str(device))
+    return {
+        "title": params.report.title,
+        "datasets": datasets,
+        "models": list(params.run_models),
+        "overview": _overview(collected, boards),
+        "significance_rule": SIGNIFICANCE_RULE,
+        "level": DEFAULT_LEVEL,
+        "resamples": DEFAULT_RESAMPLES,
+        "provenance": collected.provenance,
+        "train_versions": {k: ", ".join(sorted(v)) for k, v in sorted(train_versions.items())},
+        "devices": sorted(devices),
+        "gallery_colours": gallery.COLOURS,
+    }
+
+
+def render_page(context: dict[str, Any]) -> str:
+    """Fill the template; non-ASCII characters become character references."""
+    html = environment().get_template("report.html.j2").render(**context)
+    return html.encode("ascii", "xmlcharrefreplace").decode("ascii")
+
+
+# ----------------------------------------------------------------------------- assets
+def _copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:  # creates the parent folders
+        shutil.copyfile(src, tmp)
+
+
+def leaderboard_frame(board: tables.Leaderboard) -> pd.DataFrame:
+    """The leaderboard as a table: per metric its mean, interval bounds and highlight."""
+    rows = []
+    for row in board.rows:
+        out: dict[str, Any] = {
+            "model": row["model"],
+            "family": row["family"],
+            "n_images": row["n_images"],
+        }
+        for column, cell in zip(board.columns, row["cells"], strict=True):
+            out[column.key] = cell.mean
+            out[f"{column.key}_ci_low"] = (
+                None if math.isnan(cell.interval.low) else cell.interval.low
+            )
+            out[f"{column.key}_ci_high"] = (
+                None if math.isnan(cell.interval.high) else cell.interval.high
+            )
+            out[f"{column.key}_best"] = cell.best
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def write_assets(
+    collected: Collected,
+    results: Path,
+    assets: Path,
+    boards: dict[str, tables.Leaderboard] | None = None,
+) -> list[Path]:
+    """Write the files ``snakemake --report`` registers; returns their paths."""
+    written = []
+    colours = _colours(collected.params)
+    boards = boards if boards is not None else leaderboards(collected)
+    for ds in collected.datasets:
+        runs = collected.runs_of(ds.name)
+        board = boards[ds.name]
+        written.append(write_csv(assets / "scores" / f"{ds.name}.csv", leaderboard_frame(board)))
+        for r in runs:
+            scores = results / "scores" / ds.name / r.model
+            for name in ("per_image.csv", "summary.json"):
+                target = assets / "scores" / ds.name / r.model / name
+                _copy(scores / name, target)
+                written.append(target)
+            history = {r.model: r.history} if r.history is not None and len(r.history) else {}
+            svg = charts.training_svg(
+                history, f"{ds.name}-{r.model}-training", {r.model: colours.get(r.model, 0)}
+            )
+            target = assets / "training" / ds.name / f"{r.model}.svg"
+            text = svg.encode("ascii", "xmlcharrefreplace").decode("ascii")
+            written.append(
+                write_text(target, '<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n")
+            )
+    return written
+
+
+def render_report(
+    params: Params,
+    data: Path,
+    results: Path,
+    out: Path,
+    assets: Path | None = None,
+) -> Path:
+    """Render the report for the datasets and models of ``params.run_*``; atomic writes.
+
+    Parameters
+    ----------
+    params : the validated params.yaml.
+    data, results : the data and results roots (``data/``, ``results/``).
+    out : the page to write (``results/report.html``).
+    assets : optional folder for the ``snakemake --report`` files (:func:`write_assets`).
+    """
+    collected = collect(params, Path(data), Path(results))
+    boards = leaderboards(collected)
+    page = render_page(build_context(collected, boards))
+    out = Path(out)
+    write_text(out, page)
+    size = len(page.encode())
+    log.info("report: %s (%.2f MB)", out, size / 1e6)
+    if assets is not None:
+        write_assets(collected, Path(results), Path(assets), boards)
+    return out
