@@ -6,13 +6,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: setup system-packages run test test-fast lint bench clean
+.PHONY: setup system-packages slurm run test test-fast lint bench clean
 
 setup: $(VENV)/.installed system-packages
 
 # best effort (root + apt-get): chromium for the browser tests; says what is missing otherwise
 system-packages:
 	@tools/install-system-packages.sh
+
+# a single-node SLURM cluster on this machine (root + apt-get, no systemd needed): the one
+# tests/workflow/test_slurm.py uses; `tools/slurm-local.sh stop` stops it
+slurm:
+	@tools/slurm-local.sh start
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

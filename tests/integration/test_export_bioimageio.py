@@ -23,18 +23,11 @@ from cellbench.datasets.base import ConvertedWriter
 from cellbench.datasets.options import SyntheticOptions
 from cellbench.synthetic import generate_image
 from cellbench.train import train_model
+from tiny_networks import TINY_NETWORK
 
 pytest.importorskip("bioimageio.core", reason="bioimage.io packages need bioimageio.core")
 
-TINY = {
-    "encoder": "resnet18",
-    "encoder_depth": 3,
-    "decoder_channels": [16, 16, 16],
-    "epochs": 1,
-    "batch_size": 2,
-    "patch_size": 64,
-    "samples_per_epoch": 2,
-}
+TINY = {**TINY_NETWORK, "epochs": 1, "samples_per_epoch": 2}
 FAMILY_OPTIONS = {
     "unet": {"seed_threshold": [0.5], "mask_threshold": [0.5], "split_h": [0.0]},
     "flow": {"cellprob_threshold": [0.5], "flow_threshold": [0.0], "niter": 50},

@@ -14,15 +14,10 @@ from cellbench.models import get_family
 from cellbench.predict import postprocess_dir, predict_dir
 from cellbench.synthetic import generate_image
 from cellbench.train import random_dihedral, train_model
+from tiny_networks import TINY_NETWORK
 
 TINY_UNET = {
-    "encoder": "resnet18",
-    "encoder_depth": 3,
-    "decoder_channels": [16, 16, 16],
-    "epochs": 2,
-    "batch_size": 2,
-    "patch_size": 64,
-    "samples_per_epoch": 4,
+    **TINY_NETWORK,
     "seed_threshold": [0.5, 0.7],
     "mask_threshold": [0.5],
 }

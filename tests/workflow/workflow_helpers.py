@@ -11,7 +11,15 @@ from pathlib import Path
 import yaml
 
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "dvc.yaml", "params.yaml", "workflow/rules", "workflow/report")
+# envs/: the rules' conda files, which Snakemake reads even without --software-deployment-method
+WORKFLOW_FILES = (
+    "Snakefile",
+    "dvc.yaml",
+    "params.yaml",
+    "envs",
+    "workflow/rules",
+    "workflow/report",
+)
 
 
 def copy_workflow(repo_root: Path, dst: Path) -> Path:

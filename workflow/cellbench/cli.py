@@ -98,22 +98,26 @@ def cmd_split(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from cellbench.checkpoint import default_checkpoint_dir
     from cellbench.train import train_model
 
     params = _params(args)
     params.dataset(args.dataset)
     cfg = params.model(args.model)
     _set_threads(args.threads)
+    out = Path(args.out or f"results/models/{args.dataset}/{args.model}")
     config = train_model(
         cfg,
         args.dataset,
         Path(args.converted or f"data/converted/{args.dataset}"),
         Path(args.split or f"data/splits/{args.dataset}.csv"),
-        Path(args.out or f"results/models/{args.dataset}/{args.model}"),
+        out,
         seed=params.seed,
         device=args.device,
         # the bar only on a terminal: rule logs get one line per epoch instead
         progress=not args.no_progress and sys.stderr.isatty(),
+        checkpoint_dir=Path(args.checkpoint_dir or default_checkpoint_dir(out)),
+        resume=not args.no_resume,
     )
     print(
         f"train {args.dataset}/{args.model}: {config['epochs_run']} epochs, "
@@ -160,6 +164,8 @@ def cmd_score(args) -> None:
         dataset=args.dataset,
         model=args.model,
         settings=params.score,
+        model_dir=Path(args.model_dir) if args.model_dir else None,
+        predictions=Path(args.predictions) if args.predictions else None,
     )
     mean_ap = summary.get("per_image_mean", {}).get("mean_ap")
     shown = "n/a" if mean_ap is None else f"{mean_ap:.4f}"
@@ -440,11 +446,22 @@ def build_parser() -> argparse.ArgumentParser:
         path("--converted", "converted folder"),
         path("--split", "split CSV"),
         path("--out", "model folder"),
+        path(
+            "--checkpoint-dir",
+            "training checkpoint folder, written every epoch and resumed from, removed "
+            "when the model folder is written (default results/checkpoints/{dataset}/{model} "
+            "for --out results/models/{dataset}/{model}, else OUT.checkpoint)",
+        ),
     )
     p.add_argument(
         "--no-progress",
         action="store_true",
         help="hide the progress bar (shown only when stderr is a terminal)",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start at epoch 1 even when a checkpoint of the same training exists (it is removed)",
     )
     add(
         "predict",
@@ -479,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
         path("--converted", "converted folder"),
         path("--split", "split CSV"),
         path("--out", "scores folder"),
+        path("--model-dir", "model folder: its training time goes into metrics.json (optional)"),
+        path("--predictions", "predictions folder: its timings go into metrics.json (optional)"),
     )
     p = add("report", cmd_report, "render the self-contained HTML report")
     p.add_argument("--data", default="data", help="data root (default: data)")

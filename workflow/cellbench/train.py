@@ -10,6 +10,12 @@
 5. :func:`cellbench.modelfolder.write_model_folder`: the self-describing model folder
    (DESIGN.md section 1, StarDist-style).
 
+Training is resumable: with a checkpoint folder (the CLI's default is
+``results/checkpoints/{dataset}/{model}``, outside the model folder) the whole
+training state is saved after every epoch, a run started again continues after
+the last saved epoch with bit-identical results, and the checkpoint is removed
+once the model folder is written; see :mod:`cellbench.checkpoint`.
+
 Every training setting is an option of the family (:class:`cellbench.models.options.
 TrainingOptions`): ``epochs``, ``batch_size``, ``patch_size``, ``samples_per_epoch``,
 ``learning_rate``, ``weight_decay``, ``val_every``, ``patience``.
@@ -37,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cellbench.checkpoint import CheckpointStore, data_hash, training_fingerprint
 from cellbench.config import ModelConfig
 from cellbench.device import resolve_device
 from cellbench.inference import pad_to_multiple, predict_image, predict_maps
@@ -193,26 +200,58 @@ def random_gamma(rng: np.random.Generator, image: np.ndarray, jitter: float) -> 
     return (lo + (hi - lo) * ((image - lo) / (hi - lo)) ** gamma).astype(np.float32)
 
 
-def _intensity_augmenter(seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    """albumentations pipeline for ``(C, H, W)`` float32 images (intensity only)."""
-    import albumentations as A
+class _IntensityAugmenter:
+    """albumentations pipeline for ``(C, H, W)`` float32 images (intensity only).
 
-    pipeline = A.Compose(
-        [
-            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.25, p=0.7),
-            A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.2), p=0.2),
-            A.GaussNoise(std_range=(0.0, 0.05), p=0.3),
-        ],
-        seed=seed,
-    )
+    Seeded with ``seed``; :meth:`get_state` / :meth:`set_state` save and restore the
+    random state of the pipeline and of each of its transforms (albumentations gives
+    every transform its own generators), so a resumed training draws what an
+    uninterrupted one would.
+    """
 
-    def apply(image: np.ndarray) -> np.ndarray:
-        out = pipeline(image=np.ascontiguousarray(image.transpose(1, 2, 0)))["image"]
+    def __init__(self, seed: int) -> None:
+        import albumentations as A
+
+        self.pipeline = A.Compose(
+            [
+                A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.25, p=0.7),
+                A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.2), p=0.2),
+                A.GaussNoise(std_range=(0.0, 0.05), p=0.3),
+            ],
+            seed=seed,
+        )
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        out = self.pipeline(image=np.ascontiguousarray(image.transpose(1, 2, 0)))["image"]
         if out.ndim == 2:
             out = out[:, :, None]
         return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
 
-    return apply
+    def _parts(self) -> list[Any]:
+        parts, todo = [], [self.pipeline]
+        while todo:
+            part = todo.pop(0)
+            parts.append(part)
+            todo.extend(getattr(part, "transforms", []))
+        return parts
+
+    def get_state(self) -> list[dict[str, Any]]:
+        """The numpy and Python random states of the pipeline and each transform, in order."""
+        return [
+            {"numpy": p.random_generator.bit_generator.state, "python": p.py_random.getstate()}
+            for p in self._parts()
+        ]
+
+    def set_state(self, state: list[dict[str, Any]]) -> None:
+        """Restore what :meth:`get_state` returned."""
+        parts = self._parts()
+        if len(parts) != len(state):
+            raise ValueError(
+                f"augmentation state for {len(state)} transforms, the pipeline has {len(parts)}"
+            )
+        for part, saved in zip(parts, state, strict=True):
+            part.random_generator.bit_generator.state = saved["numpy"]
+            part.py_random.setstate(saved["python"])
 
 
 def _batches(
@@ -393,6 +432,41 @@ def label_stats(samples: list[Sample]) -> dict[str, float | None]:
     }
 
 
+def _random_states(rng: np.random.Generator, augment: _IntensityAugmenter) -> dict[str, Any]:
+    """Every random state training draws from: numpy, torch (CPU, CUDA), Python, albumentations."""
+    import random
+
+    import torch
+
+    return {
+        "numpy": rng.bit_generator.state,
+        "torch": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "python": random.getstate(),
+        "augment": augment.get_state(),
+    }
+
+
+def _set_random_states(
+    states: Mapping[str, Any], rng: np.random.Generator, augment: _IntensityAugmenter
+) -> None:
+    import random
+
+    import torch
+
+    rng.bit_generator.state = states["numpy"]
+    torch.set_rng_state(states["torch"].cpu())
+    if states["torch_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["torch_cuda"]])
+    random.setstate(_as_tuples(states["python"]))
+    augment.set_state(states["augment"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """Lists back to tuples, as ``random.setstate`` wants them."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
 def fit_network(
     family: ModelFamily,
     train: list[Sample],
@@ -402,6 +476,7 @@ def fit_network(
     device,
     progress: bool = True,
     label: str = "",
+    checkpoint: CheckpointStore | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train the family's network; return it (best epoch's weights) and the history rows.
 
@@ -409,6 +484,13 @@ def fit_network(
     order. The kept weights are those of the epoch with the lowest validation loss
     (training loss when there is no validation image). ``history`` rows have the
     :data:`cellbench.modelfolder.HISTORY_COLUMNS`.
+
+    With a ``checkpoint`` store, the whole training state (network, optimiser,
+    scheduler, best weights, early-stopping counter, history and every random
+    state) is saved atomically after every epoch, and a checkpoint that the store
+    accepts (same fingerprint) is resumed at its next epoch: the result is
+    bit-identical to an uninterrupted run on the same device. The checkpoint is
+    left in place; :func:`train_model` removes it once the model folder is written.
     """
     import torch
     from tqdm.auto import tqdm
@@ -426,20 +508,41 @@ def fit_network(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=settings.learning_rate, total_steps=settings.epochs * steps, pct_start=0.15
     )
-    augment = _intensity_augmenter(seed)
+    augment = _IntensityAugmenter(seed)
     history: list[dict[str, Any]] = []
     best_loss, best_state, stale = math.inf, None, 0
+    done, finished = 0, False
+    saved = checkpoint.load(map_location=device) if checkpoint is not None else None
+    if saved is not None:
+        net.load_state_dict(saved["net"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        best_loss, best_state, stale = saved["best_loss"], saved["best_state"], saved["stale"]
+        history = [dict(row) for row in saved["history"]]
+        _set_random_states(saved["random"], rng, augment)
+        done, finished = int(saved["epoch"]), bool(saved["finished"])
+        log.info(
+            "resuming from epoch %d/%d: checkpoint %s holds epochs 1-%d%s",
+            done + 1,
+            settings.epochs,
+            checkpoint.path,
+            done,
+            " (training had ended)" if finished else "",
+        )
     # keep the epoch with the best validation mean AP after the real post-processing
     # (default thresholds), or the lowest validation loss
     by_score = settings.select_by == "val_mean_ap" and bool(val)
     bar = tqdm(
         total=settings.epochs * steps,
+        initial=done * steps,
         desc=f"train {label}",
         disable=not progress,
         mininterval=2.0,
         unit="batch",
     )
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(done + 1, settings.epochs + 1):
+        if finished:
+            break
         net.train()
         t0, losses = time.time(), []
         for step, (xb, yb) in enumerate(_batches(train, family, settings, rng, augment)):
@@ -476,6 +579,35 @@ def fit_network(
                 "seconds": round(time.time() - t0, 3),
             }
         )
+        # with select_by val_mean_ap, selection happens at the epochs that have a score
+        if not (by_score and math.isnan(val_score)):
+            monitored = (
+                -val_score
+                if by_score
+                else (val_loss if not math.isnan(val_loss) else history[-1]["train_loss"])
+            )
+            if monitored < best_loss:
+                best_loss, best_state, stale = monitored, copy.deepcopy(net.state_dict()), 0
+            else:
+                stale += 1
+                finished = bool(settings.patience and stale >= settings.patience)
+        finished = finished or last
+        if checkpoint is not None:
+            checkpoint.save(
+                {
+                    "epoch": epoch,
+                    "finished": finished,
+                    "net": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "best_loss": best_loss,
+                    "best_state": best_state,
+                    "stale": stale,
+                    "history": history,
+                    "random": _random_states(rng, augment),
+                }
+            )
+        # logged after the checkpoint is saved: a log that shows epoch N has its checkpoint
         log.info(
             "epoch %d/%d  train_loss %.4f  val_loss %s  val_mean_ap %s  lr %.2e  %.1f s",
             epoch,
@@ -486,18 +618,6 @@ def fit_network(
             history[-1]["lr"],
             history[-1]["seconds"],
         )
-        if by_score:
-            if math.isnan(val_score):
-                continue  # selection happens at the epochs that have a score
-            monitored = -val_score
-        else:
-            monitored = val_loss if not math.isnan(val_loss) else history[-1]["train_loss"]
-        if monitored < best_loss:
-            best_loss, best_state, stale = monitored, copy.deepcopy(net.state_dict()), 0
-        else:
-            stale += 1
-            if settings.patience and stale >= settings.patience:
-                break
     bar.close()
     net.load_state_dict(best_state)
     return net, history
@@ -630,8 +750,23 @@ def train_model(
     seed: int,
     device: str = "auto",
     progress: bool = True,
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """Train (if the family has a network), tune thresholds on val, write the model folder.
+
+    Parameters
+    ----------
+    checkpoint_dir : pathlib.Path, optional
+        Where the training checkpoint ``last.pt`` is written after every epoch and
+        resumed from (see :mod:`cellbench.checkpoint`; the CLI's default is
+        :func:`cellbench.checkpoint.default_checkpoint_dir` of ``out_dir``). It must
+        lie outside ``out_dir``. ``None``: no checkpoints. Once the model folder is
+        written (atomically, as the last step) the checkpoint is removed, so a
+        finished model leaves none behind; a killed run leaves the checkpoint and
+        no model folder.
+    resume : bool
+        ``False`` ignores and removes an existing checkpoint: training starts at epoch 1.
 
     Returns
     -------
@@ -641,6 +776,27 @@ def train_model(
     family = resolve_channels(get_family(cfg), converted)
     train, val = load_training_data(family, converted, split_csv)
     dev = resolve_device(device)
+    params_section = {"seed": seed, "model": {"family": cfg.family, **cfg.options}}
+    store = None
+    if checkpoint_dir is not None and Path(out_dir).resolve() in (
+        Path(checkpoint_dir).resolve(),
+        *Path(checkpoint_dir).resolve().parents,
+    ):
+        raise ValueError(
+            f"checkpoint folder {checkpoint_dir} is inside the model folder {out_dir}, which "
+            "is replaced at the end and deleted by Snakemake when a job fails: choose "
+            "another --checkpoint-dir (the default is outside)"
+        )
+    if family.trainable and checkpoint_dir is not None:
+        fingerprint = training_fingerprint(
+            params_hash(params_section),
+            dataset,
+            data_hash(
+                [(f"train/{s.id}", s.image, s.labels) for s in train]
+                + [(f"val/{s.id}", s.image, s.labels) for s in val]
+            ),
+        )
+        store = CheckpointStore(Path(checkpoint_dir), fingerprint, resume=resume)
     started = time.time()
     net, history = None, []
     if family.trainable:
@@ -652,12 +808,13 @@ def train_model(
             device=dev,
             progress=progress,
             label=f"{dataset}/{cfg.name}",
+            checkpoint=store,
         )
     trained = time.time()
     tuned = tune_on_validation(family, net, val, dev)
     config = model_record(
         family,
-        {"seed": seed, "model": {"family": cfg.family, **cfg.options}},
+        params_section,
         dataset=dataset,
         seed=seed,
         train=train,
@@ -667,4 +824,6 @@ def train_model(
         timing=_Timing(trained - started, time.time() - trained),
     )
     write_model_folder(out_dir, config=config, tuned=tuned, history=history, net=net)
+    if store is not None:
+        store.clear()
     return config

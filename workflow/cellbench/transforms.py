@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["normalize_percentile", "to_model_input"]
+__all__ = ["normalize_percentile", "to_model_input", "to_planes"]
 
 
 def normalize_percentile(
@@ -31,12 +31,12 @@ def normalize_percentile(
     return ((image - lo) / max(hi - lo, eps)).astype(np.float32)
 
 
-def to_model_input(image: np.ndarray, channels: int = 1) -> np.ndarray:
-    """Any stored image -> normalised float32 ``(channels, H, W)`` network input.
+def to_planes(image: np.ndarray, channels: int = 1) -> np.ndarray:
+    """Any stored image -> float32 ``(channels, H, W)`` planes, not normalised.
 
     ``(H, W)`` greyscale is repeated to ``channels``; ``(H, W, C)`` colour drops an
-    alpha channel, then becomes greyscale (channel mean) when ``channels == 1``,
-    or is cut / repeated to ``channels`` otherwise.
+    alpha channel (2 or 4 channels), then becomes greyscale (unweighted channel mean)
+    when ``channels == 1``, or is cut / repeated to ``channels`` otherwise.
     """
     image = np.asarray(image)
     if image.ndim == 2:
@@ -48,9 +48,15 @@ def to_model_input(image: np.ndarray, channels: int = 1) -> np.ndarray:
     else:
         raise ValueError(f"expected (H, W) or (H, W, C) image, got shape {image.shape}")
     if channels == 1 and planes.shape[0] > 1:
-        planes = planes.mean(axis=0, keepdims=True)
-    elif planes.shape[0] < channels:
-        planes = np.concatenate([planes] * channels)[:channels]
-    else:
-        planes = planes[:channels]
-    return normalize_percentile(planes)
+        return planes.mean(axis=0, keepdims=True)
+    if planes.shape[0] < channels:
+        return np.concatenate([planes] * channels)[:channels]
+    return planes[:channels]
+
+
+def to_model_input(image: np.ndarray, channels: int = 1) -> np.ndarray:
+    """Any stored image -> normalised float32 ``(channels, H, W)`` network input.
+
+    The planes of :func:`to_planes`, each percentile-normalised on its own.
+    """
+    return normalize_percentile(to_planes(image, channels))

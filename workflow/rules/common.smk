@@ -72,3 +72,23 @@ def model_params(wildcards):
 
 def all_scores():
     return expand("results/scores/{dataset}/{model}", dataset=DATASETS, model=MODELS)
+
+
+# For snakemake --report (rules/report.smk). A line may not start with `report`: it is a
+# Snakefile keyword, hence the alias.
+flag_for_report = report
+
+
+def report_files(pattern, caption, category, table=None):
+    """One report()-flagged path per dataset x model, labelled for snakemake --report."""
+    return [
+        flag_for_report(
+            pattern.format(dataset=d, model=m),
+            caption=caption,
+            category=category,
+            subcategory=d,
+            labels={"dataset": d, "model": m, **({"table": table} if table else {})},
+        )
+        for d in DATASETS
+        for m in MODELS
+    ]

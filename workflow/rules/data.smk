@@ -15,6 +15,8 @@ rule download_dataset:
         "results/logs/download_dataset/{dataset}.log",
     benchmark:
         "results/benchmarks/download_dataset/{dataset}.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench download --params {params.file} --dataset {wildcards.dataset} "
         "--out {output} > {log} 2>&1"
@@ -32,6 +34,8 @@ rule convert_dataset:
         "results/logs/convert_dataset/{dataset}.log",
     benchmark:
         "results/benchmarks/convert_dataset/{dataset}.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench convert --params {params.file} --dataset {wildcards.dataset} "
         "--raw {input} --out {output} > {log} 2>&1"
@@ -49,6 +53,8 @@ rule split_dataset:
         "results/logs/split_dataset/{dataset}.log",
     benchmark:
         "results/benchmarks/split_dataset/{dataset}.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench split --params {params.file} --dataset {wildcards.dataset} "
         "--converted {input} --out {output} > {log} 2>&1"

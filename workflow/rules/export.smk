@@ -18,6 +18,8 @@ rule export_masks:
         "results/logs/export_masks/{dataset}/{model}/{format}.log",
     benchmark:
         "results/benchmarks/export_masks/{dataset}/{model}/{format}.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench export --masks {input.masks} --format {wildcards.format} --out {output} "
         "--images {input.converted}/images --index {input.converted}/index.csv > {log} 2>&1"
@@ -42,6 +44,8 @@ rule export_bioimageio:
         "results/logs/export_bioimageio/{dataset}.log",
     benchmark:
         "results/benchmarks/export_bioimageio/{dataset}.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench export-bioimageio --params {params.file} --dataset {wildcards.dataset} "
         "--models {params.models} --results results --converted {input.converted} "

@@ -16,6 +16,8 @@ rule train_model:
         "results/logs/train_model/{dataset}/{model}.log",
     benchmark:
         "results/benchmarks/train_model/{dataset}/{model}.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench train --params {params.file} --dataset {wildcards.dataset} "
         "--model {wildcards.model} --converted {input.converted} --split {input.split} "
@@ -36,6 +38,8 @@ rule predict_images:
         "results/logs/predict_images/{dataset}/{model}.log",
     benchmark:
         "results/benchmarks/predict_images/{dataset}/{model}.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench predict --params {params.file} --dataset {wildcards.dataset} "
         "--model {wildcards.model} --model-dir {input.model} --converted {input.converted} "
@@ -54,6 +58,8 @@ rule postprocess_predictions:
         "results/logs/postprocess_predictions/{dataset}/{model}.log",
     benchmark:
         "results/benchmarks/postprocess_predictions/{dataset}/{model}.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench postprocess --params {params.file} --dataset {wildcards.dataset} "
         "--model {wildcards.model} --model-dir {input.model} "
@@ -65,6 +71,9 @@ rule score_masks:
         masks="results/masks/{dataset}/{model}",
         converted="data/converted/{dataset}",
         split="data/splits/{dataset}.csv",
+        # only for metrics.json (training / prediction times) and training.csv
+        model="results/models/{dataset}/{model}",
+        predictions="results/predictions/{dataset}/{model}",
     output:
         directory("results/scores/{dataset}/{model}"),
     params:
@@ -74,7 +83,10 @@ rule score_masks:
         "results/logs/score_masks/{dataset}/{model}.log",
     benchmark:
         "results/benchmarks/score_masks/{dataset}/{model}.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench score --params {params.file} --dataset {wildcards.dataset} "
         "--model {wildcards.model} --masks {input.masks} --converted {input.converted} "
-        "--split {input.split} --out {output} > {log} 2>&1"
+        "--split {input.split} --model-dir {input.model} --predictions {input.predictions} "
+        "--out {output} > {log} 2>&1"

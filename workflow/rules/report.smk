@@ -2,24 +2,6 @@
 # plus the files `snakemake --report` shows with captions (workflow/report/*.rst):
 # the page, each dataset's leaderboard table, each model's scores and training curves.
 
-REPORT_ASSETS = "results/report"
-flag_for_report = report  # (a line may not start with `report`: it is a Snakefile keyword)
-
-
-def report_files(pattern, caption, category, table=None):
-    """One report()-flagged path per dataset x model, labelled for snakemake --report."""
-    return [
-        flag_for_report(
-            pattern.format(dataset=d, model=m),
-            caption=caption,
-            category=category,
-            subcategory=d,
-            labels={"dataset": d, "model": m, **({"table": table} if table else {})},
-        )
-        for d in DATASETS
-        for m in MODELS
-    ]
-
 
 rule render_report:
     input:
@@ -41,7 +23,7 @@ rule render_report:
         ),
         leaderboards=[
             flag_for_report(
-                f"{REPORT_ASSETS}/scores/{d}.csv",
+                f"results/report/scores/{d}.csv",
                 caption="../report/leaderboard.rst",
                 category="Scores",
                 subcategory=d,
@@ -50,19 +32,19 @@ rule render_report:
             for d in DATASETS
         ],
         per_image=report_files(
-            REPORT_ASSETS + "/scores/{dataset}/{model}/per_image.csv",
+            "results/report/scores/{dataset}/{model}/per_image.csv",
             "../report/per_image.rst",
             "Scores",
             "per image",
         ),
         summaries=report_files(
-            REPORT_ASSETS + "/scores/{dataset}/{model}/summary.json",
+            "results/report/scores/{dataset}/{model}/summary.json",
             "../report/summary.rst",
             "Scores",
             "summary",
         ),
         training=report_files(
-            REPORT_ASSETS + "/training/{dataset}/{model}.svg",
+            "results/report/training/{dataset}/{model}.svg",
             "../report/training.rst",
             "Training",
         ),
@@ -76,11 +58,14 @@ rule render_report:
             }
         ),
         file=PARAMS_FILE,
-        assets=REPORT_ASSETS,
+        # the files for snakemake --report: the page's path without .html, results/report/
+        assets=lambda wildcards, output: str(Path(output.page).with_suffix("")),
     log:
         "results/logs/render_report/report.log",
     benchmark:
         "results/benchmarks/render_report/report.tsv"
+    conda:
+        "../../envs/cellbench.yaml"
     shell:
         "cellbench report --params {params.file} --out {output.page} "
         "--assets {params.assets} > {log} 2>&1"

@@ -199,28 +199,13 @@ def best_model(
 def model_channels(image: np.ndarray, channels: int) -> np.ndarray:
     """A stored image -> the ``(channels, H, W)`` float32 planes the network reads, unnormalised.
 
-    The channel handling of :func:`cellbench.transforms.to_model_input`, without its
-    percentile normalisation (which the package's preprocessing does): ``(H, W)`` is
-    repeated to ``channels``; ``(H, W, C)`` drops an alpha channel (2 or 4 channels),
-    then becomes the channel mean when ``channels == 1`` (Fiji's *RGB to 8-bit*
-    conversion, unweighted), or is cut / repeated to ``channels``.
+    :func:`cellbench.transforms.to_planes`: the channel handling of
+    :func:`cellbench.transforms.to_model_input` without its percentile normalisation
+    (which the package's preprocessing does).
     """
-    image = np.asarray(image)
-    if image.ndim == 2:
-        planes = image[None].astype(np.float32)
-    elif image.ndim == 3:
-        planes = np.moveaxis(image, -1, 0).astype(np.float32)
-        if planes.shape[0] in (2, 4):
-            planes = planes[:-1]
-    else:
-        raise ValueError(f"expected (H, W) or (H, W, C) image, got shape {image.shape}")
-    if channels == 1 and planes.shape[0] > 1:
-        planes = planes.mean(axis=0, keepdims=True)
-    elif planes.shape[0] < channels:
-        planes = np.concatenate([planes] * channels)[:channels]
-    else:
-        planes = planes[:channels]
-    return planes
+    from cellbench.transforms import to_planes
+
+    return to_planes(image, channels)
 
 
 def _test_crop(planes: np.ndarray, step: int) -> np.ndarray:
