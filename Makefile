@@ -22,7 +22,7 @@ slurm:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[test,slurm]"
+	$(BIN)/python -m pip install -e ".[test,slurm,serve]"
 	touch $@
 
 run: $(VENV)/.installed

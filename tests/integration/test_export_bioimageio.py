@@ -15,15 +15,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from cellbench.cli import main
 from cellbench.config import ModelConfig
-from cellbench.datasets.base import ConvertedWriter
-from cellbench.datasets.options import SyntheticOptions
-from cellbench.synthetic import generate_image
 from cellbench.train import train_model
-from tiny_networks import TINY_NETWORK
+from tiny_networks import TINY_NETWORK, write_tiny_dataset
 
 pytest.importorskip("bioimageio.core", reason="bioimage.io packages need bioimageio.core")
 
@@ -47,18 +43,7 @@ def _train(root: Path, family: str) -> Path:
 def project(tmp_path_factory) -> Path:
     """A results tree for dataset 'synthetic': converted data, split, scored model folders."""
     root = tmp_path_factory.mktemp("bioimageio")
-    converted = root / "data" / "converted" / "synthetic"
-    writer = ConvertedWriter(converted)
-    spec = SyntheticOptions(height=80, width=96, n_cells=(4, 8), radius=(6, 9))
-    rows = []
-    for i, split in enumerate(["train", "train", "val", "test"]):
-        image, labels = generate_image(i, "fluorescent", spec)
-        writer.add(f"img{i}", image, labels, cell_type="nuc", source="synthetic:fluorescent")
-        rows.append({"id": f"img{i}", "split": split})
-    writer.finish()
-    split_csv = root / "data" / "splits" / "synthetic.csv"
-    split_csv.parent.mkdir(parents=True)
-    pd.DataFrame(rows).to_csv(split_csv, index=False)
+    converted, split_csv = write_tiny_dataset(root)
     _train(root, "unet")
     classical = root / "results" / "models" / "synthetic" / "classical"
     cfg = ModelConfig("classical", "classical", {"threshold_scale": [1.0], "min_distance": [5]})

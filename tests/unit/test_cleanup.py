@@ -39,12 +39,20 @@ else:
 """
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _run_and_signal(mode: str, target: Path, kind: str, signum: int) -> int:
     """Start the writer, wait until it is inside the atomic block, signal it, return its status."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _WRITER, mode, str(target), kind],
         stdout=subprocess.PIPE,
         text=True,
+        # the child starts with default dispositions even when pytest runs under nohup
+        # (an ignored SIGHUP stays ignored by design: see install_termination_handlers)
+        preexec_fn=_default_signals,
     )
     try:
         assert proc.stdout is not None

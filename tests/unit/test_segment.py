@@ -476,3 +476,16 @@ def test_segment_warns_about_implausible_results(model_dir: Path, tmp_path: Path
         capsys, _model_with_stats(model_dir, tmp_path / "n", nulls), tmp_path / "o4", *inputs
     )
     assert code == 0 and "warning" not in err
+
+
+def test_tile_size_below_twice_the_overlap_is_refused(tmp_path: Path, capsys) -> None:
+    """Tiles overlap by 64 px: a smaller tile would never advance, so the CLI refuses it."""
+    from cellbench.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(
+            ["segment", "--model-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+            + ["--tile-size", "64", str(tmp_path / "a.tif")]
+        )
+    assert stop.value.code == 2
+    assert "64 is too small" in capsys.readouterr().err

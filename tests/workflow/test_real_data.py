@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 import pytest
+from cellbench.report.render import GALLERY_CROP
 from PIL import Image
 from workflow_helpers import BIN, copy_workflow, run, tiny_params, write_params
 
@@ -36,7 +37,6 @@ CTC_NAME = "DIC-C2DH-HeLa"
 DATASETS = ("synthetic", "dsb2018", "ctc_dic_hela")
 MODELS = ("classical", "unet", "flow")
 LOCAL = {"dsb2018": "dsb2018", "ctc_dic_hela": "ctc"}  # dataset key -> folder in shared data
-OVERLAY_MAX = 384  # report.render.overlay_png's crop size
 
 
 @pytest.fixture(scope="module")
@@ -121,24 +121,29 @@ def test_local_sources_are_read_in_place(project: Path, shared_data: Path) -> No
 
 def test_report_shows_real_datasets_beside_synthetic(project: Path) -> None:
     report = (project / "results/report.html").read_text()
-    board = report.split("<h2>Leaderboard</h2>", 1)[1].split("<h2>", 1)[0]
-    for dataset in DATASETS:
-        assert f"<td class='name'>{dataset}</td>" in board, dataset
+    board = report.split('id="overview-table"', 1)[1].split("</table>", 1)[0]
     for model in MODELS:
         assert f"<th>{model}</th>" in board, model
-    # each row: the score's name, then a number per model (mean AP; SEG for partial truth)
+    # each row: the score's name, then a number with its interval per model (SEG for partial truth)
     for dataset in DATASETS:
-        row = board.split(f"<td class='name'>{dataset}</td>", 1)[1].split("</tr>", 1)[0]
-        cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
-        assert cells[0] == ("SEG" if dataset == "ctc_dic_hela" else "mean AP"), (dataset, cells)
-        numbers = cells[1 : 1 + len(MODELS)]
-        assert all(re.fullmatch(r"\d\.\d{3}", c) for c in numbers), (dataset, cells)
-        assert cells[1 + len(MODELS)] in MODELS  # the best model is named
+        assert f">{dataset}</a></td>" in board, dataset
+        row = board.split(f">{dataset}</a></td>", 1)[1].split("</tr>", 1)[0]
+        label = re.search(r'<td class="name">([^<]*)</td>', row).group(1)
+        assert label.startswith("SEG" if dataset == "ctc_dic_hela" else "mean AP"), (dataset, row)
+        cells = re.findall(
+            r"<td[^>]*>(\d\.\d{3}) <span class=\"ci\">\[(\d\.\d{3}), (\d\.\d{3})\]", row
+        )
+        assert len(cells) == len(MODELS), (dataset, row)
+        for mean, low, high in cells:
+            assert float(low) <= float(mean) <= float(high), (dataset, row)
     ctc = report.split("<h2>Dataset <code>ctc_dic_hela</code>", 1)[1].split("<h2>", 1)[0]
-    assert re.search(r"true cells, SEG \d\.\d{3}</figcaption>", ctc)
-    # one overlay per dataset x model, large images cropped to the overlay size
+    assert re.search(r"</b>: SEG \d\.\d{3}; TP \d+, FP \d+, FN \d+", ctc)
+    # a gallery per dataset: the same test images for every model, crops of bounded size
+    galleries = re.findall(r'<div class="gallery" id="gallery-\d+">', report)
+    assert len(galleries) == len(DATASETS)
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", report)
-    assert len(pngs) == len(DATASETS) * len(MODELS)
+    assert len(pngs) >= len(DATASETS) * (len(MODELS) + 1)
     for data in pngs:
         width, height = Image.open(io.BytesIO(base64.b64decode(data))).size
-        assert height <= OVERLAY_MAX and width <= 3 * OVERLAY_MAX + 8
+        assert height <= GALLERY_CROP and width <= GALLERY_CROP
+    assert len(report.encode()) < 5_000_000  # a few MB at most

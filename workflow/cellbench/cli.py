@@ -1,4 +1,5 @@
-"""The ``cellbench`` command: one subcommand per pipeline stage, plus ``segment``.
+"""The ``cellbench`` command: one subcommand per pipeline stage, plus ``segment`` and
+``serve``.
 
 Snakemake rules and DVC stages call exactly these commands with the same
 paths (DESIGN.md section 1). Every path has a default that follows the
@@ -312,6 +313,36 @@ def cmd_export_bioimageio(args) -> None:
     print(f"export-bioimageio: {report.summary()}")
 
 
+def cmd_serve(args) -> None:
+    from cellbench.serve.options import from_arguments
+
+    options = from_arguments(args)
+    scores = Path(args.scores) if args.scores else None
+    if args.model_dir:
+        model_dir = Path(args.model_dir)
+    else:
+        from cellbench.export.bioimageio import best_model
+
+        params = _params(args)
+        params.dataset(args.report_best)
+        models = args.models.split(",") if args.models else list(params.run_models)
+        ranked = best_model(Path(args.results), args.report_best, models)
+        model_dir, scores = ranked.model_dir, scores or ranked.summary
+        print(
+            f"serve: best model of {args.report_best}: {ranked.model} ({ranked.metric} "
+            f"{ranked.score:.4f})",
+            file=sys.stderr,
+        )
+    try:
+        from cellbench.serve.app import serve
+    except ImportError as exc:
+        raise ValueError(
+            f"cellbench serve needs the 'serve' extra ({exc.name} is missing): "
+            "pip install -e '.[serve]'"
+        ) from None
+    serve(model_dir, options, scores=scores)
+
+
 # ----------------------------------------------------------------------------- parser
 _SEGMENT_EPILOG = """\
 output names:
@@ -351,6 +382,31 @@ of cellbench segment). An existing non-empty --out is refused; nothing is overwr
 """
 
 
+_SERVE_EPILOG = """\
+API (see /docs when running):
+  GET  /          the page: drop an image, see the outlines and the count, download
+  GET  /health    status, queue and limits
+  GET  /model     the model card: family, options, thresholds, training data, test scores
+  POST /segment   an image (multipart field 'file', or the raw body); ?format=json
+                  (default), tiff (label TIFF), roi (ImageJ ROI zip), geojson, png (overlay)
+
+  curl -F file=@image.tif 'http://127.0.0.1:8000/segment?format=tiff' -o image_masks.tif
+
+the server has no authentication: keep the default host (127.0.0.1) and put a reverse
+proxy with authentication in front for a shared server (docs/serve.md).
+"""
+
+
+def _tile_size(text: str) -> int:
+    """``--tile-size``: tiles overlap by 64 px, so a tile must be well above twice that."""
+    value = int(text)
+    if value < 128:
+        raise argparse.ArgumentTypeError(
+            f"{value} is too small: tiles overlap by 64 px; use >= 128"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cellbench.export import FORMATS as EXPORT_FORMATS
 
@@ -383,7 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
     def tiles(p):
-        p.add_argument("--tile-size", type=int, default=1024, help="predict larger images in tiles")
+        p.add_argument(
+            "--tile-size",
+            type=_tile_size,
+            default=1024,
+            help="predict larger images in tiles of this many px (at least 128)",
+        )
         p.add_argument(
             "--diameter",
             type=float,
@@ -535,6 +596,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="image files, folders (every .tif .tiff .png .jpg .jpeg in them) or quoted glob "
         "patterns ('data/*.tif')",
     )
+    p = add(
+        "serve",
+        cmd_serve,
+        "serve a trained model over HTTP: an API (POST /segment) and a web page for uploads",
+    )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _SERVE_EPILOG
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model-dir", default=None, help="e.g. results/models/synthetic/unet")
+    which.add_argument(
+        "--report-best",
+        default=None,
+        metavar="DATASET",
+        help="serve the best model of this dataset (test mean AP, else CTC SEG)",
+    )
+    p.add_argument("--results", default="results", help="results root for --report-best")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="--report-best: comma-separated candidates (default run.models)",
+    )
+    p.add_argument(
+        "--scores",
+        default=None,
+        help="the model's summary.json for the model card (default: "
+        "results/scores/{dataset}/{model}/summary.json next to the model folder)",
+    )
+    from cellbench.serve.options import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
     p = add(
         "export",
         cmd_export,

@@ -48,6 +48,7 @@ __all__ = [
     "read_image",
     "read_labels",
     "read_json",
+    "tiff_layout",
     "write_csv",
     "write_image",
     "write_json",
@@ -549,7 +550,7 @@ def _read_tiff(path: Path, *, labels: bool) -> np.ndarray:
         series = tif.series[0]
         shape, axes = tuple(series.shape), series.axes
         n_series = sum(1 for s in tif.series if tuple(s.shape) == shape and s.dtype == series.dtype)
-        layout, planes = _tiff_layout(shape, axes)
+        layout, planes = tiff_layout(shape, axes)
         if n_series > 1:
             layout, planes = "stack", planes * n_series
         if layout == "stack" or (labels and layout == "first" and "S" not in axes):
@@ -576,7 +577,7 @@ def _read_tiff(path: Path, *, labels: bool) -> np.ndarray:
     return array
 
 
-def _tiff_layout(shape: tuple[int, ...], axes: str) -> tuple[str, int]:
+def tiff_layout(shape: tuple[int, ...], axes: str) -> tuple[str, int]:
     """Classify a TIFF series as ``plain``, channel-``first`` or a ``stack``, and count its planes.
 
     Singleton axes other than ``Y``/``X`` are ignored. ``S``/``C`` name channels;

@@ -43,8 +43,8 @@ import numpy as np
 
 from cellbench.inference import predict_image
 from cellbench.io import CellbenchIOError, read_image, write_labels
-from cellbench.modelfolder import load_model
-from cellbench.scale import object_stats
+from cellbench.modelfolder import LoadedModel, load_model
+from cellbench.scale import ScaleEstimate, object_stats
 from cellbench.transforms import to_model_input
 
 __all__ = [
@@ -55,8 +55,11 @@ __all__ = [
     "expand_inputs",
     "label_stats",
     "output_names",
+    "Segmentation",
     "plausibility_warning",
+    "segment_array",
     "segment_images",
+    "training_stats",
 ]
 
 #: File extensions (compared case-insensitively) that a folder argument picks up.
@@ -269,7 +272,19 @@ def label_stats(labels: np.ndarray) -> tuple[int, float, float]:
     return stats.n_objects, stats.objects_per_megapixel or 0.0, median
 
 
-def _training_stats(config: Mapping[str, Any]) -> tuple[float, float] | None:
+def training_stats(config: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``(objects_per_megapixel, median_area)`` of a model's training labels, if recorded.
+
+    Parameters
+    ----------
+    config : mapping
+        A model folder's ``config.json`` (its ``train_label_stats`` entry).
+
+    Returns
+    -------
+    tuple of float or None
+        None for a folder without (valid, positive) statistics: an older cellbench.
+    """
     stats = config.get("train_label_stats")
     if not isinstance(stats, Mapping):
         return None
@@ -327,6 +342,71 @@ def plausibility_warning(
 
 
 # ----------------------------------------------------------------------------- one image
+@dataclass(frozen=True)
+class Segmentation:
+    """The instance labels of one image and the rescaling they were predicted at."""
+
+    labels: np.ndarray
+    scale: ScaleEstimate
+
+
+def segment_array(
+    model: LoadedModel,
+    image: np.ndarray,
+    *,
+    image_diameter: float | None = None,
+    tile_size: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+) -> Segmentation:
+    """Segment one decoded image with a loaded model folder and its tuned thresholds.
+
+    The one path from pixels to labels of ``cellbench segment`` and ``cellbench
+    serve``: the same image and model give the same labels in both.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        From :func:`cellbench.modelfolder.load_model`.
+    image : numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)``, checked by :func:`cellbench.io.check_image`.
+    image_diameter : float, optional
+        Object diameter (px), for families with size normalisation; None: estimated.
+    tile_size : int
+        Images larger than this are predicted in overlapping tiles.
+    progress : callable, optional
+        ``progress(done, total)`` after every tile (it may raise to stop the work).
+
+    Returns
+    -------
+    Segmentation
+        ``(H, W)`` integer labels (0 = background) and the scale estimate.
+
+    Raises
+    ------
+    SegmentError
+        The post-processed mask does not have the image's shape (a cellbench bug).
+    """
+    h, w = image.shape[:2]
+    x = to_model_input(image, model.family.in_channels)
+    maps, scale = predict_image(
+        model.family,
+        model.net,
+        x,
+        model.device,
+        thresholds=model.thresholds,
+        image_diameter=image_diameter,
+        tile_size=tile_size,
+        progress=progress,
+    )
+    labels = model.family.postprocess(maps, model.thresholds)
+    if labels.shape != (h, w):
+        raise SegmentError(
+            f"internal error: the mask has shape {labels.shape} but the image is "
+            f"{h} x {w} (H x W); not written. Please report this as a cellbench bug"
+        )
+    return Segmentation(labels, scale)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else "no details"
@@ -520,7 +600,7 @@ def segment_images(
     _check_outputs(inputs, outputs, overwrite)
     log = _Progress(stream if stream is not None else sys.stderr, progress)
     model = load_model(model_dir, device)
-    training = _training_stats(model.config)
+    training = training_stats(model.config)
     if training is None:
         log.info(
             f"note: {Path(model_dir) / 'config.json'} has no train_label_stats (a model folder "
@@ -536,28 +616,22 @@ def segment_images(
             image = _load(path)
             h, w = image.shape[:2]
             log.info(f"{label}: {w} x {h} px ...")
-            x = to_model_input(image, model.family.in_channels)
-            maps, scale = predict_image(
-                model.family,
-                model.net,
-                x,
-                model.device,
-                thresholds=model.thresholds,
-                image_diameter=image_diameter,
-                tile_size=tile_size,
-                progress=log.tiles(label),
-            )
+            try:
+                result = segment_array(
+                    model,
+                    image,
+                    image_diameter=image_diameter,
+                    tile_size=tile_size,
+                    progress=log.tiles(label),
+                )
+            except SegmentError as exc:
+                raise _Skip(str(exc)) from None
+            labels, scale = result.labels, result.scale
             if scale.factor != 1.0:
                 how = "given" if scale.given else f"estimated in {scale.passes} passes"
                 log.info(
                     f"{label}: object diameter {scale.diameter:.1f} px ({how}), "
                     f"rescaled by {scale.factor:.2f}"
-                )
-            labels = model.family.postprocess(maps, model.thresholds)
-            if labels.shape != (h, w):
-                raise _Skip(
-                    f"internal error: the mask has shape {labels.shape} but the image is "
-                    f"{h} x {w} (H x W); not written. Please report this as a cellbench bug"
                 )
             target = outputs[path]
             if target.exists() and not overwrite:

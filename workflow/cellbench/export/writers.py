@@ -43,7 +43,7 @@ from cellbench.export.formats import (
 )
 from cellbench.io import CellbenchIOError, atomic_dir, read_image, read_labels, write_json
 
-__all__ = ["FORMATS", "ExportResult", "export_masks", "find_masks"]
+__all__ = ["FORMATS", "ExportResult", "export_masks", "find_masks", "write_label_tiff"]
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def _read_index(path: Path) -> pd.DataFrame:
     return index
 
 
-def _write_label_tiff(path: Path, labels: np.ndarray) -> None:
+def write_label_tiff(path: Path, labels: np.ndarray) -> None:
     """uint16 ImageJ hyperstack TIFF (Fiji opens it as 16-bit), uint32 when ids exceed 65535."""
     import tifffile
 
@@ -248,7 +248,7 @@ def export_masks(
             labels = read_labels(path)
             counts[image_id] = int(np.unique(labels[labels > 0]).size)
             if fmt == "labels":
-                _write_label_tiff(tmp / f"{image_id}.tif", labels)
+                write_label_tiff(tmp / f"{image_id}.tif", labels)
                 n_files += 1
             elif fmt == "roi":
                 rois = labels_to_rois(labels)
