@@ -14,28 +14,35 @@ TINY_NETWORK = {
 }
 
 
-def write_tiny_dataset(root):
-    """Four 80 x 96 synthetic nuclei images (2 train, 1 val, 1 test) in the common format.
+def write_tiny_dataset(
+    converted,
+    split_csv,
+    *,
+    splits=("train", "train", "val", "test"),
+    height=80,
+    width=96,
+    n_cells=(4, 8),
+    radius=(6, 9),
+    source=None,
+):
+    """Synthetic nuclei images ``img0``, ``img1``, ... in the common format, one per split entry.
 
-    Writes ``root/data/converted/synthetic`` and ``root/data/splits/synthetic.csv`` and
-    returns their paths (the layout of a real run, so model folders go under
-    ``root/results``).
+    Writes the converted folder and a split CSV (id, split, group, cell_type: what the
+    split stage writes) and returns both paths.
     """
     import pandas as pd
     from cellbench.datasets.base import ConvertedWriter
     from cellbench.datasets.options import SyntheticOptions
     from cellbench.synthetic import generate_image
 
-    converted = root / "data" / "converted" / "synthetic"
     writer = ConvertedWriter(converted)
-    spec = SyntheticOptions(height=80, width=96, n_cells=(4, 8), radius=(6, 9))
+    spec = SyntheticOptions(height=height, width=width, n_cells=n_cells, radius=radius)
     rows = []
-    for i, split in enumerate(["train", "train", "val", "test"]):
+    for i, split in enumerate(splits):
         image, labels = generate_image(i, "fluorescent", spec)
-        writer.add(f"img{i}", image, labels, cell_type="nuc", source="synthetic:fluorescent")
-        rows.append({"id": f"img{i}", "split": split})
+        writer.add(f"img{i}", image, labels, cell_type="nuc", source=source)
+        rows.append({"id": f"img{i}", "split": split, "group": f"img{i}", "cell_type": "nuc"})
     writer.finish()
-    split_csv = root / "data" / "splits" / "synthetic.csv"
-    split_csv.parent.mkdir(parents=True)
+    split_csv.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(split_csv, index=False)
     return converted, split_csv

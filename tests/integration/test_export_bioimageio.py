@@ -43,7 +43,11 @@ def _train(root: Path, family: str) -> Path:
 def project(tmp_path_factory) -> Path:
     """A results tree for dataset 'synthetic': converted data, split, scored model folders."""
     root = tmp_path_factory.mktemp("bioimageio")
-    converted, split_csv = write_tiny_dataset(root)
+    converted, split_csv = write_tiny_dataset(
+        root / "data" / "converted" / "synthetic",
+        root / "data" / "splits" / "synthetic.csv",
+        source="synthetic:fluorescent",
+    )
     _train(root, "unet")
     classical = root / "results" / "models" / "synthetic" / "classical"
     cfg = ModelConfig("classical", "classical", {"threshold_scale": [1.0], "min_distance": [5]})

@@ -96,7 +96,11 @@ def stop_server(proc: subprocess.Popen) -> None:
 def project(tmp_path_factory) -> Path:
     """Converted synthetic data, a split, a tiny trained unet and its test scores."""
     root = tmp_path_factory.mktemp("serve")
-    converted, split_csv = write_tiny_dataset(root)
+    converted, split_csv = write_tiny_dataset(
+        root / "data" / "converted" / "synthetic",
+        root / "data" / "splits" / "synthetic.csv",
+        source="synthetic:fluorescent",
+    )
     out = root / "results" / "models" / "synthetic" / "unet"
     cfg = ModelConfig("unet", "unet", UNET)
     train_model(cfg, "synthetic", converted, split_csv, out, seed=1, device="cpu", progress=False)

@@ -6,8 +6,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from cellbench.config import ModelConfig
-from cellbench.datasets.base import ConvertedWriter
-from cellbench.datasets.options import SyntheticOptions
 from cellbench.predict import (
     RESOURCES_JSON,
     TIMINGS_CSV,
@@ -15,22 +13,22 @@ from cellbench.predict import (
     postprocess_dir,
     predict_dir,
 )
-from cellbench.synthetic import generate_image
 from cellbench.train import train_model
+from tiny_networks import write_tiny_dataset
 
 
 @pytest.fixture(scope="module")
 def classical(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("cost")
-    writer = ConvertedWriter(root / "converted")
-    spec = SyntheticOptions(height=48, width=64, n_cells=(3, 5), radius=(5, 7))
-    rows = []
-    for i, split in enumerate(["train", "val", "test", "test"]):
-        image, labels = generate_image(i, "fluorescent", spec)
-        writer.add(f"img{i}", image, labels, cell_type="nuc")
-        rows.append({"id": f"img{i}", "split": split, "group": f"img{i}", "cell_type": "nuc"})
-    writer.finish()
-    pd.DataFrame(rows).to_csv(root / "split.csv", index=False)
+    write_tiny_dataset(
+        root / "converted",
+        root / "split.csv",
+        splits=("train", "val", "test", "test"),
+        height=48,
+        width=64,
+        n_cells=(3, 5),
+        radius=(5, 7),
+    )
     cfg = ModelConfig("classical", "classical", {"threshold_scale": [1.0], "min_distance": [4]})
     train_model(
         cfg,

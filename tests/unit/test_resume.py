@@ -16,11 +16,8 @@ import torch
 import yaml
 from cellbench.checkpoint import CheckpointStore, default_checkpoint_dir
 from cellbench.config import ModelConfig
-from cellbench.datasets.base import ConvertedWriter
-from cellbench.datasets.options import SyntheticOptions
-from cellbench.synthetic import generate_image
 from cellbench.train import train_model
-from tiny_networks import TINY_NETWORK
+from tiny_networks import TINY_NETWORK, write_tiny_dataset
 
 TINY_UNET = {
     **TINY_NETWORK,
@@ -38,15 +35,9 @@ CELLBENCH = Path(sys.executable).parent / "cellbench"
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny")
-    writer = ConvertedWriter(root / "converted")
-    spec = SyntheticOptions(height=80, width=96, n_cells=(4, 8), radius=(6, 9))
-    rows = []
-    for i, split in enumerate(["train", "train", "train", "val", "test"]):
-        image, labels = generate_image(i, "fluorescent", spec)
-        writer.add(f"img{i}", image, labels, cell_type="nuc")
-        rows.append({"id": f"img{i}", "split": split, "group": f"img{i}", "cell_type": "nuc"})
-    writer.finish()
-    pd.DataFrame(rows).to_csv(root / "split.csv", index=False)
+    write_tiny_dataset(
+        root / "converted", root / "split.csv", splits=("train", "train", "train", "val", "test")
+    )
     return root / "converted", root / "split.csv"
 
 

@@ -11,12 +11,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import tifffile
 from cellbench.cli import build_parser
 from cellbench.config import ModelConfig
-from cellbench.datasets.base import ConvertedWriter
 from cellbench.datasets.options import SyntheticOptions
 from cellbench.inference import predict_maps
 from cellbench.io import read_labels
@@ -33,6 +31,7 @@ from cellbench.synthetic import generate_image
 from cellbench.train import train_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_networks import write_tiny_dataset
 
 H, W = 80, 96
 
@@ -42,15 +41,7 @@ H, W = 80, 96
 def model_dir(tmp_path_factory) -> Path:
     """A classical model folder trained (tuned) on a tiny synthetic dataset: seconds."""
     root = tmp_path_factory.mktemp("segment_model")
-    writer = ConvertedWriter(root / "converted")
-    spec = SyntheticOptions(height=H, width=W, n_cells=(4, 8), radius=(6, 9))
-    rows = []
-    for i, split in enumerate(["train", "train", "val", "test"]):
-        image, labels = generate_image(i, "fluorescent", spec)
-        writer.add(f"img{i}", image, labels, cell_type="nuc")
-        rows.append({"id": f"img{i}", "split": split, "group": f"img{i}", "cell_type": "nuc"})
-    writer.finish()
-    pd.DataFrame(rows).to_csv(root / "split.csv", index=False)
+    write_tiny_dataset(root / "converted", root / "split.csv", height=H, width=W)
     cfg = ModelConfig("classical", "classical", {"threshold_scale": [1.0], "min_distance": [4]})
     out = root / "model"
     train_model(cfg, "tiny", root / "converted", root / "split.csv", out, seed=0, device="cpu")

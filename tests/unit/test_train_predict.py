@@ -14,7 +14,7 @@ from cellbench.models import get_family
 from cellbench.predict import postprocess_dir, predict_dir
 from cellbench.synthetic import generate_image
 from cellbench.train import random_dihedral, train_model
-from tiny_networks import TINY_NETWORK
+from tiny_networks import TINY_NETWORK, write_tiny_dataset
 
 TINY_UNET = {
     **TINY_NETWORK,
@@ -26,15 +26,8 @@ TINY_UNET = {
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny")
-    writer = ConvertedWriter(root / "converted")
-    spec = SyntheticOptions(height=80, width=96, n_cells=(4, 8), radius=(6, 9))
-    rows = []
-    for i, split in enumerate(["train", "train", "train", "val", "test", "test"]):
-        image, labels = generate_image(i, "fluorescent", spec)
-        writer.add(f"img{i}", image, labels, cell_type="nuc")
-        rows.append({"id": f"img{i}", "split": split, "group": f"img{i}", "cell_type": "nuc"})
-    writer.finish()
-    pd.DataFrame(rows).to_csv(root / "split.csv", index=False)
+    splits = ("train", "train", "train", "val", "test", "test")
+    write_tiny_dataset(root / "converted", root / "split.csv", splits=splits)
     return root / "converted", root / "split.csv"
 
 

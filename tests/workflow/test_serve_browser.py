@@ -19,14 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from cellbench.config import ModelConfig
-from cellbench.datasets.base import ConvertedWriter
 from cellbench.datasets.options import SyntheticOptions
 from cellbench.synthetic import generate_image
 from cellbench.train import train_model
 from test_report_browser import ARTIFACTS, browser, require_browser  # noqa: F401 - fixture
+from tiny_networks import write_tiny_dataset
 
 httpx = pytest.importorskip("httpx", reason="the serve tests send requests with httpx")
 pytest.importorskip("fastapi", reason="cellbench serve needs the 'serve' extra")
@@ -46,16 +45,17 @@ def served(tmp_path_factory) -> tuple[str, Path]:
 
     root = tmp_path_factory.mktemp("serve_browser")
     converted = root / "data" / "converted" / "synthetic"
-    writer = ConvertedWriter(converted)
     spec = SyntheticOptions(height=160, width=192, n_cells=(8, 14), radius=(7, 11))
-    rows = []
-    for i, split in enumerate(["train", "val", "test"]):
-        image, labels = generate_image(i, "fluorescent", spec)
-        writer.add(f"img{i}", image, labels, cell_type="nuc", source="synthetic:fluorescent")
-        rows.append({"id": f"img{i}", "split": split})
-    writer.finish()
-    split_csv = root / "split.csv"
-    pd.DataFrame(rows).to_csv(split_csv, index=False)
+    converted, split_csv = write_tiny_dataset(
+        converted,
+        root / "split.csv",
+        splits=("train", "val", "test"),
+        height=spec.height,
+        width=spec.width,
+        n_cells=spec.n_cells,
+        radius=spec.radius,
+        source="synthetic:fluorescent",
+    )
     model_dir = root / "results" / "models" / "synthetic" / "classical"
     cfg = ModelConfig("classical", "classical", {"threshold_scale": [1.0], "min_distance": [5]})
     train_model(cfg, "synthetic", converted, split_csv, model_dir, seed=1, progress=False)

@@ -412,20 +412,38 @@ def _cover(image: np.ndarray, maps: np.ndarray, path: Path) -> None:
     Image.fromarray((both * 255).round().astype(np.uint8)).save(path)
 
 
+@dataclass(frozen=True)
+class _PackageFacts:
+    """What the documentation and the description of one package both state.
+
+    Attributes
+    ----------
+    name : the package name.
+    config, thresholds : the model folder's config.json and thresholds.json.
+    kwargs : the network's architecture arguments (see :func:`_architecture_kwargs`).
+    channels, outputs : input channel and output map names.
+    step : tile sizes are multiples of this (``2 ** encoder_depth``).
+    """
+
+    name: str
+    config: dict[str, Any]
+    thresholds: dict[str, Any]
+    kwargs: dict[str, Any]
+    channels: list[str]
+    outputs: list[str]
+    step: int
+
+
 def _documentation(
+    facts: _PackageFacts,
     *,
-    name: str,
-    config: dict[str, Any],
-    thresholds: dict[str, Any],
-    kwargs: dict[str, Any],
-    channels: list[str],
-    outputs: list[str],
     licence_note: str,
-    step: int,
     image_id: str,
     scores: RankedModel | None,
     diameter: float,
 ) -> str:
+    name, config, thresholds, kwargs = facts.name, facts.config, facts.thresholds, facts.kwargs
+    channels, outputs, step = facts.channels, facts.outputs, facts.step
     family = config["family"]
     maps = {
         "unet": "softmax probabilities of background, cell interior and cell boundary",
@@ -633,17 +651,13 @@ def package_model(
         channels = [f"channel{k}" for k in range(family.in_channels)]
         if family.in_channels == 1:
             channels = ["intensity"]
-        outputs = list(family.map_names)
+        facts = _PackageFacts(
+            name, config, thresholds, kwargs, channels, list(family.map_names), step
+        )
         (tmp / "documentation.md").write_text(
             _documentation(
-                name=name,
-                config=config,
-                thresholds=thresholds,
-                kwargs=kwargs,
-                channels=channels,
-                outputs=outputs,
+                facts,
                 licence_note=licence_note,
-                step=step,
                 image_id=image_id,
                 scores=ranked,
                 diameter=float(family.options.diameter),
@@ -653,13 +667,7 @@ def package_model(
         descr = _describe(
             spec,
             tmp,
-            name=name,
-            config=config,
-            thresholds=thresholds,
-            kwargs=kwargs,
-            channels=channels,
-            outputs=outputs,
-            step=step,
+            facts,
             licence=licence,
             cites=[_FAMILY_CITE[family.family], *data_cites],
             authors=list(authors) or ["cellbench"],
@@ -738,20 +746,16 @@ def _import_spec():
 def _describe(
     spec,
     root: Path,
+    facts: _PackageFacts,
     *,
-    name: str,
-    config: dict[str, Any],
-    thresholds: dict[str, Any],
-    kwargs: dict[str, Any],
-    channels: list[str],
-    outputs: list[str],
-    step: int,
     licence: str,
     cites: list[tuple[str, str | None]],
     authors: list[str],
     ranked: RankedModel | None,
 ):
     """The bioimage.io model description (format 0.5) of the files in ``root``."""
+    name, config, thresholds, kwargs = facts.name, facts.config, facts.thresholds, facts.kwargs
+    channels, outputs, step = facts.channels, facts.outputs, facts.step
     import torch
     from bioimageio.spec import ValidationContext
     from bioimageio.spec.model import v0_5
