@@ -110,7 +110,12 @@ def test_size_rows_compare_estimated_and_true_diameters() -> None:
     r = rows[0]
     assert (r["standard"], r["n"], r["true"], r["estimated"]) == (30.0, 3, 20.0, 20.0)
     assert r["ratio"] == 1.1 and round(r["within"], 2) == 0.67  # medians, 2 of 3 within 20 %
+    assert r["regressed_ratio"] is None and r["method"].startswith("segmented passes")
     assert size_rows([plain]) == []
+    # with a size model, its first estimate is compared too
+    regressed = per_image.assign(regressed_diameter=[5.0, 10.0, 20.0])
+    r = size_rows([ModelRun("d", "u", "unet", {}, regressed, config=config)])[0]
+    assert r["regressed_ratio"] == 0.5 and r["method"].startswith("size model")
 
 
 def test_number_formats() -> None:

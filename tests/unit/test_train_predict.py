@@ -132,7 +132,7 @@ def test_missing_training_images_error(tiny_dataset, tmp_path: Path) -> None:
     converted, split = tiny_dataset
     empty = tmp_path / "split.csv"
     pd.read_csv(split).assign(split="test").to_csv(empty, index=False)
-    with pytest.raises(ValueError, match="no annotated training images"):
+    with pytest.raises(ValueError, match=r"no annotated training images.*use_official_test"):
         train_model(
             ModelConfig("unet", "unet", dict(TINY_UNET)),
             "tiny",
@@ -189,12 +189,17 @@ def test_size_normalised_training_selects_on_val_ap_and_predicts_at_scale(
     config = train_model(cfg, "tiny", converted, split, out, seed=3, device="cpu", progress=False)
     assert config["options"]["diameter"] == 30.0 and config["options"]["select_by"] == "val_mean_ap"
     assert config["train_diameters"]["median"] > 0
+    # the size model is fitted with the network, written to the folder and used at inference
+    assert (
+        config["size_model"]["file"] == "size_model.json" and config["size_model"]["n_images"] >= 2
+    )
+    assert (out / "size_model.json").is_file()
     history = pd.read_csv(out / "history.csv")
     assert history["val_mean_ap"].notna().all()  # scored every epoch (select_every 1)
     assert predict_dir(out, converted, split, tmp_path / "pred", device="cpu") == 2
     scales = pd.read_csv(tmp_path / "pred" / "diameters.csv", dtype={"id": str})
     assert list(scales["id"]) == ["img4", "img5"] and (scales["factor"] > 0).all()
-    assert not scales["given"].any()
+    assert not scales["given"].any() and scales["regressed_diameter"].notna().all()
     predict_dir(out, converted, split, tmp_path / "given", device="cpu", image_diameter=15.0)
     given = pd.read_csv(tmp_path / "given" / "diameters.csv")
     assert given["given"].all() and given["factor"].tolist() == [2.0, 2.0]

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from cellbench.models.base import ModelFamily
 from cellbench.scale import ScaleEstimate, estimate_scale, rescale_image, resize_maps, scale_factor
+from cellbench.sizemodel import SizeModel
 
 __all__ = [
     "DIHEDRAL",
@@ -272,6 +274,7 @@ def predict_image(
     *,
     thresholds=None,
     image_diameter: float | None = None,
+    size_model: SizeModel | None = None,
     tile_size: int = 1024,
     overlap: int = 64,
     progress: Callable[[int, int], None] | None = None,
@@ -280,10 +283,14 @@ def predict_image(
 
     What the predict, segment and tuning steps call. For a network family with the
     ``diameter`` option (> 0) the image is rescaled so its objects measure that many
-    pixels: by ``image_diameter`` (px, this image) when given, else by the network's own
-    estimate (:func:`cellbench.scale.estimate_scale`, post-processing each trial pass
-    with ``thresholds``, default: the family's first candidate). The maps are resized
-    back to ``(H, W)``. The family's ``tta`` option turns on test-time augmentation.
+    pixels: by ``image_diameter`` (px, this image) when given, else estimated. With
+    ``size_estimate: regression`` and a ``size_model`` (:mod:`cellbench.sizemodel`) its
+    estimate is the first scale, refined by up to ``diameter_passes - 1`` segmented
+    passes; otherwise (or without a size model) the network's own estimate from the
+    original size (:func:`cellbench.scale.estimate_scale`, post-processing each trial
+    pass with ``thresholds``, default: the family's first candidate). The maps are
+    resized back to ``(H, W)``. The family's ``tta`` option turns on test-time
+    augmentation.
 
     Returns
     -------
@@ -305,11 +312,26 @@ def predict_image(
         maps = run(rescale_image(image, factor))
         return resize_maps(maps, shape), ScaleEstimate(factor, image_diameter, 1, given=True)
     setting = thresholds if thresholds is not None else family.threshold_grid()[0]
+    passes, start, regressed = int(options.diameter_passes), 1.0, None
+    if size_model is not None and getattr(options, "size_estimate", "") == "regression":
+        regressed = size_model.estimate(image)
+        start = scale_factor(standard, regressed, shape)
+        passes -= 1
+        if passes < 1:
+            maps = run(rescale_image(image, start))
+            return resize_maps(maps, shape), ScaleEstimate(start, regressed, 1, regressed=regressed)
     maps, estimate = estimate_scale(
         image,
         standard,
         run,
         lambda m: family.postprocess(m, setting),
-        max_passes=int(options.diameter_passes),
+        max_passes=passes,
+        start=start,
     )
+    if regressed is not None:
+        estimate = replace(
+            estimate,
+            diameter=estimate.diameter if estimate.diameter is not None else regressed,
+            regressed=regressed,
+        )
     return resize_maps(maps, shape), estimate

@@ -8,6 +8,7 @@
       thresholds.json   the tuned post-processing setting ("selected") and the grid
       weights.pt        network state_dict (trainable families only)
       history.csv       epoch, train_loss, val_loss, val_mean_ap, lr, seconds
+      size_model.json   the size model of a size-normalised network (cellbench.sizemodel)
 
 ``predict``, ``postprocess`` and ``segment`` read the folder alone: nothing in it
 depends on params.yaml or on the code's defaults on the day it is loaded.
@@ -29,6 +30,7 @@ from cellbench.io import CellbenchIOError, atomic_dir, read_json, write_csv, wri
 from cellbench.models.base import ModelFamily
 from cellbench.models.registry import family_entry
 from cellbench.options import Options
+from cellbench.sizemodel import SIZE_MODEL_FILE, SizeModel
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -36,6 +38,7 @@ __all__ = [
     "check_model_folder",
     "load_model",
     "load_network",
+    "load_size_model",
     "load_thresholds",
     "params_hash",
     "write_model_folder",
@@ -57,6 +60,7 @@ def write_model_folder(
     tuned: Mapping[str, Any],
     history: list[dict[str, Any]],
     net=None,
+    size_model: SizeModel | None = None,
 ) -> Path:
     """Write the model folder atomically (a failed write leaves the old folder intact)."""
     with atomic_dir(out_dir) as tmp:
@@ -73,6 +77,8 @@ def write_model_folder(
             )
         write_json(tmp / "config.json", dict(config))
         write_json(tmp / "thresholds.json", dict(tuned))
+        if size_model is not None:
+            write_json(tmp / SIZE_MODEL_FILE, size_model.to_dict())
         write_csv(tmp / "history.csv", pd.DataFrame(history, columns=list(HISTORY_COLUMNS)))
     return Path(out_dir)
 
@@ -86,6 +92,8 @@ class LoadedModel:
     config: dict
     thresholds: Any
     device: Any
+    #: the size model (``size_model.json``) of a size-normalised network, when it has one
+    size_model: SizeModel | None = None
 
 
 def _family_from_config(config: Mapping[str, Any], path: Path) -> ModelFamily:
@@ -221,4 +229,18 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     thresholds = load_thresholds(family, model_dir / "thresholds.json")
     dev = resolve_device(device)
     net = load_network(family, model_dir / "weights.pt", dev) if family.trainable else None
-    return LoadedModel(family, net, dict(config), thresholds, dev)
+    return LoadedModel(family, net, dict(config), thresholds, dev, load_size_model(model_dir))
+
+
+def load_size_model(model_dir: Path) -> SizeModel | None:
+    """The folder's ``size_model.json`` (None when there is none), with a message naming it."""
+    path = Path(model_dir) / SIZE_MODEL_FILE
+    if not path.is_file():
+        return None
+    try:
+        return SizeModel.from_dict(_read_json(path))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{path}: not a size model this cellbench can read ({exc}); re-run the train stage "
+            "for this model, or delete the file to estimate diameters by segmentation"
+        ) from exc

@@ -27,11 +27,12 @@ import pandas as pd
 from cellbench.inference import predict_image
 from cellbench.io import atomic_dir, read_image, write_csv, write_json, write_labels
 from cellbench.modelfolder import load_model
+from cellbench.scale import postprocess_on_grid
 from cellbench.transforms import to_model_input
 
 #: written by predict next to the maps: the scale each test image was predicted at
 DIAMETERS_CSV = "diameters.csv"
-DIAMETER_COLUMNS = ("id", "factor", "estimated_diameter", "passes", "given")
+DIAMETER_COLUMNS = ("id", "factor", "estimated_diameter", "regressed_diameter", "passes", "given")
 #: written by predict (network seconds) and by postprocess (post-processing seconds)
 TIMINGS_CSV = "timings.csv"
 TIMING_COLUMNS = ("id", "height", "width", "seconds")
@@ -102,7 +103,8 @@ def predict_dir(
     """Predict maps for every test image of a dataset; returns the number of images.
 
     Besides one maps TIFF per image, writes ``diameters.csv`` (id, factor,
-    estimated_diameter, passes, given): the scale each image was predicted at, for
+    estimated_diameter, regressed_diameter (the size model's first estimate), passes,
+    given): the scale each image was predicted at, for
     families with size normalisation (the ``diameter`` option); ``image_diameter`` (px)
     overrides the estimate for every image.
     """
@@ -127,6 +129,7 @@ def predict_dir(
                 model.device,
                 thresholds=model.thresholds,
                 image_diameter=image_diameter,
+                size_model=model.size_model,
                 tile_size=tile_size,
             )
             seconds = time.perf_counter() - start  # maps are numpy: the device is done
@@ -136,6 +139,7 @@ def predict_dir(
                     "id": image_id,
                     "factor": scale.factor,
                     "estimated_diameter": scale.diameter,
+                    "regressed_diameter": scale.regressed,
                     "passes": scale.passes,
                     "given": scale.given,
                 }
@@ -163,7 +167,11 @@ def _timing(image_id: str, shape: tuple[int, ...], seconds: float) -> dict[str, 
 
 
 def postprocess_dir(model_dir: Path, predictions: Path, out_dir: Path) -> int:
-    """Turn every saved map of a model into instance labels with its tuned thresholds."""
+    """Turn every saved map of a model into instance labels with its tuned thresholds.
+
+    Images predicted at a larger scale (``diameters.csv``) are post-processed on the
+    network's grid (:func:`cellbench.scale.postprocess_on_grid`).
+    """
     import tifffile
 
     model = load_model(model_dir, device="cpu")
@@ -171,14 +179,22 @@ def postprocess_dir(model_dir: Path, predictions: Path, out_dir: Path) -> int:
     timings = []
     with atomic_dir(out_dir) as tmp:
         scales = Path(predictions) / DIAMETERS_CSV
+        factors: dict[str, float] = {}
         if scales.is_file():  # the scale of each image travels with its mask, for scoring
-            write_csv(tmp / DIAMETERS_CSV, pd.read_csv(scales, dtype={"id": str}))
+            table = pd.read_csv(scales, dtype={"id": str})
+            write_csv(tmp / DIAMETERS_CSV, table)
+            if "factor" in table:
+                factors = dict(zip(table["id"], table["factor"].fillna(1.0), strict=True))
         for f in files:
             maps = tifffile.imread(f)
             if maps.ndim == 2:
                 maps = maps[None]
             start = time.perf_counter()
-            labels = model.family.postprocess(maps, model.thresholds)
+            labels = postprocess_on_grid(
+                lambda m: model.family.postprocess(m, model.thresholds),
+                maps,
+                float(factors.get(f.stem, 1.0)),
+            )
             timings.append(_timing(f.stem, maps.shape[-2:], time.perf_counter() - start))
             write_labels(tmp / f.name, labels)
         write_csv(tmp / TIMINGS_CSV, pd.DataFrame(timings, columns=list(TIMING_COLUMNS)))

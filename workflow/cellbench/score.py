@@ -100,8 +100,9 @@ def score_dir(
     per_image = pd.DataFrame(rows)
     scales = Path(masks) / "diameters.csv"
     if scales.is_file() and len(per_image):  # size-normalised models: estimated vs true size
-        estimated = pd.read_csv(scales, dtype={"id": str})[["id", "estimated_diameter"]]
-        per_image = per_image.merge(estimated, on="id", how="left")
+        estimated = pd.read_csv(scales, dtype={"id": str})
+        columns = [c for c in ("id", "estimated_diameter", "regressed_diameter") if c in estimated]
+        per_image = per_image.merge(estimated[columns], on="id", how="left")
     summary = {"dataset": dataset, "model": model, **summarize(per_image, thresholds)}
     headline = headline_metrics(summary, Path(masks), model_dir, predictions)
     with atomic_dir(out_dir) as tmp:

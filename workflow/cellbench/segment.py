@@ -44,7 +44,7 @@ import numpy as np
 from cellbench.inference import predict_image
 from cellbench.io import CellbenchIOError, read_image, write_labels
 from cellbench.modelfolder import LoadedModel, load_model
-from cellbench.scale import ScaleEstimate, object_stats
+from cellbench.scale import ScaleEstimate, object_stats, postprocess_on_grid
 from cellbench.transforms import to_model_input
 
 __all__ = [
@@ -395,10 +395,13 @@ def segment_array(
         model.device,
         thresholds=model.thresholds,
         image_diameter=image_diameter,
+        size_model=model.size_model,
         tile_size=tile_size,
         progress=progress,
     )
-    labels = model.family.postprocess(maps, model.thresholds)
+    labels = postprocess_on_grid(
+        lambda m: model.family.postprocess(m, model.thresholds), maps, scale.factor
+    )
     if labels.shape != (h, w):
         raise SegmentError(
             f"internal error: the mask has shape {labels.shape} but the image is "
@@ -627,7 +630,7 @@ def segment_images(
             except SegmentError as exc:
                 raise _Skip(str(exc)) from None
             labels, scale = result.labels, result.scale
-            if scale.factor != 1.0:
+            if scale.diameter is not None and (scale.factor != 1.0 or not scale.given):
                 how = "given" if scale.given else f"estimated in {scale.passes} passes"
                 log.info(
                     f"{label}: object diameter {scale.diameter:.1f} px ({how}), "

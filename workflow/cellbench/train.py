@@ -55,10 +55,12 @@ from cellbench.models.options import TrainingOptions
 from cellbench.scale import (
     median_diameter,
     object_stats,
+    postprocess_on_grid,
     rescale_image,
     rescale_labels,
     scale_factor,
 )
+from cellbench.sizemodel import SIZE_MODEL_FILE, SizeModel, fit_size_model
 from cellbench.transforms import to_model_input
 
 __all__ = [
@@ -182,7 +184,7 @@ def _scaled_crop(
                 cv2.resize(
                     np.ascontiguousarray(p, dtype=np.float32),
                     (size, size),
-                    interpolation=cv2.INTER_NEAREST if i in nearest else cv2.INTER_LINEAR,
+                    interpolation=cv2.INTER_NEAREST_EXACT if i in nearest else cv2.INTER_LINEAR,
                 )
                 for i, p in enumerate(planes)
             ]
@@ -321,6 +323,7 @@ def tune_thresholds(
     maps: list[np.ndarray],
     labels: list[np.ndarray],
     metric: str = "mean_ap",
+    factors: list[float] | None = None,
 ) -> dict[str, Any]:
     """Pick the post-processing setting with the best mean AP (or SEG) on validation images.
 
@@ -330,6 +333,9 @@ def tune_thresholds(
     labels : the matching ground-truth labels ``(H, W)``.
     metric : ``mean_ap``, or ``seg`` for partially annotated ground truth (where AP
         would punish every correctly found but unlabelled cell).
+    factors : per image, the scale it was predicted at (size normalisation); maps
+        of upsampled images are post-processed on the network's grid, as at test
+        time (:func:`cellbench.scale.postprocess_on_grid`). Default: all 1.
 
     Returns
     -------
@@ -345,11 +351,18 @@ def tune_thresholds(
     annotation = "partial" if metric == "seg" else "full"
     column = f"val_{metric}"
     candidates = family.threshold_grid()
+    factors = factors if factors is not None else [1.0] * len(maps)
     rows = []
     for cand in candidates:
+
+        def segment(m: np.ndarray, cand=cand) -> np.ndarray:
+            return family.postprocess(m, cand)
+
         scored = (
-            score_image(y, family.postprocess(m, cand), extra_thresholds=(), annotation=annotation)
-            for m, y in zip(maps, labels, strict=True)
+            score_image(
+                y, postprocess_on_grid(segment, m, f), extra_thresholds=(), annotation=annotation
+            )
+            for m, y, f in zip(maps, labels, factors, strict=True)
         )
         scores = [getattr(score, metric) for score in scored]
         rows.append({**cand.resolved(), column: float(np.mean(scores)) if scores else float("nan")})
@@ -388,8 +401,16 @@ def load_training_data(
     train = load_split(converted, split, "train", family.in_channels)
     val = load_split(converted, split, "val", family.in_channels)
     if family.trainable and not train:
+        counts = split["split"].value_counts().to_dict() if "split" in split else {}
+        official = (
+            " Every image is in the source's official test set: set the dataset's "
+            "'split: {use_official_test: false}' in params.yaml to split them by the fractions"
+            if counts and set(counts) == {"test"}
+            else ""
+        )
         raise ValueError(
-            f"{split_csv}: no annotated training images; check the split fractions in params.yaml"
+            f"{split_csv}: no annotated training images (split sizes: {counts or 'none'}); "
+            f"check the split fractions in params.yaml.{official}"
         )
     warn_uninformative(converted, train + val)
     return train, val
@@ -623,17 +644,25 @@ def fit_network(
     return net, history
 
 
-def tune_on_validation(family: ModelFamily, net, val: list[Sample], device) -> dict[str, Any]:
+def tune_on_validation(
+    family: ModelFamily, net, val: list[Sample], device, size_model: SizeModel | None = None
+) -> dict[str, Any]:
     """Predict the val images as at test time and tune the thresholds on the original grid.
 
-    With size normalisation each image's diameter is estimated by the network (as for
-    test images); the default thresholds serve the estimation. SEG replaces mean AP
-    when all val ground truth is partial.
+    With size normalisation each image's diameter is estimated (with ``size_model``
+    when given, as for test images); the default thresholds serve the estimation.
+    SEG replaces mean AP when all val ground truth is partial.
     """
-    val_maps = [predict_image(family, net, s.image, device)[0] for s in val]
+    predicted = [predict_image(family, net, s.image, device, size_model=size_model) for s in val]
     # AP is undefined on sparse ground truth: val images that are all partial tune by SEG
     metric = "seg" if val and all(s.annotation == "partial" for s in val) else "mean_ap"
-    return tune_thresholds(family, val_maps, [s.labels for s in val], metric=metric)
+    return tune_thresholds(
+        family,
+        [maps for maps, _ in predicted],
+        [s.labels for s in val],
+        metric=metric,
+        factors=[scale.factor for _, scale in predicted],
+    )
 
 
 def resolve_channels(family: ModelFamily, converted: Path) -> ModelFamily:
@@ -677,6 +706,48 @@ def normalise_sizes(family: ModelFamily, samples: list[Sample]) -> list[Sample]:
     return out
 
 
+def fit_sizes(family: ModelFamily, train: list[Sample], seed: int) -> SizeModel | None:
+    """The size model of a size-normalised network family (None when it needs none).
+
+    Fitted on the training images at their own size (:func:`cellbench.sizemodel.fit_size_model`);
+    None, with a warning, when fewer than 2 training images have objects (diameters
+    are then estimated by segmentation).
+    """
+    options = family.options
+    standard = float(getattr(options, "diameter", 0.0) or 0.0)
+    if not family.trainable or not standard or options.size_estimate != "regression":
+        return None
+    try:
+        model = fit_size_model(
+            [s.image for s in train], [s.labels for s in train], standard, seed=seed
+        )
+    except ValueError as exc:
+        log.warning(
+            "model %s: no size model (%s); diameters estimated by segmentation", family.name, exc
+        )
+        return None
+    log.info(
+        "model %s: size model fitted on %d images (%d samples), cross-validated log error %.3f",
+        family.name,
+        model.n_images,
+        model.n_samples,
+        model.cv_log_error,
+    )
+    return model
+
+
+def _size_model_record(model: SizeModel | None) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    return {
+        "file": SIZE_MODEL_FILE,
+        "n_images": model.n_images,
+        "n_samples": model.n_samples,
+        "ridge": model.ridge,
+        "cv_log_error": round(model.cv_log_error, 4),
+    }
+
+
 def _diameter_stats(samples: list[Sample]) -> dict[str, float | None]:
     """Median, 10th and 90th percentile of the training images' object diameters (px)."""
     diameters = [d for s in samples if (d := median_diameter(s.labels)) is not None]
@@ -703,6 +774,7 @@ def model_record(
     history: list[dict[str, Any]],
     device,
     timing: _Timing,
+    size_model: SizeModel | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` of a model folder.
 
@@ -731,6 +803,7 @@ def model_record(
         "n_val_images": len(val),
         "train_label_stats": label_stats(train),
         "train_diameters": _diameter_stats(train),
+        "size_model": _size_model_record(size_model),
         "epochs_run": len(history),
         "best_monitored_loss": min(monitored) if monitored else None,
         "device": str(device),
@@ -810,8 +883,9 @@ def train_model(
             label=f"{dataset}/{cfg.name}",
             checkpoint=store,
         )
+    sizes = fit_sizes(family, train, seed)
     trained = time.time()
-    tuned = tune_on_validation(family, net, val, dev)
+    tuned = tune_on_validation(family, net, val, dev, sizes)
     config = model_record(
         family,
         params_section,
@@ -822,8 +896,11 @@ def train_model(
         history=history,
         device=dev,
         timing=_Timing(trained - started, time.time() - trained),
+        size_model=sizes,
     )
-    write_model_folder(out_dir, config=config, tuned=tuned, history=history, net=net)
+    write_model_folder(
+        out_dir, config=config, tuned=tuned, history=history, net=net, size_model=sizes
+    )
     if store is not None:
         store.clear()
     return config

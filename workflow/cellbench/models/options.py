@@ -119,11 +119,19 @@ class NetworkOptions(TrainingOptions):
         description="object diameter (px) images are rescaled to, in training and inference; "
         "0 = no rescaling",
     )
+    size_estimate: Literal["regression", "segmentation"] = Field(
+        "regression",
+        description="how an unlabelled image's object diameter is estimated: 'regression' "
+        "(a size model fitted on the training images gives a first estimate, refined by "
+        "segmenting, as Cellpose's) or 'segmentation' (segment at the original size, "
+        "measure, rescale, repeat)",
+    )
     diameter_passes: int = Field(
-        3,
+        2,
         ge=1,
         le=6,
-        description="network passes at most to estimate an unlabelled image's diameter",
+        description="network passes at most to estimate an unlabelled image's diameter "
+        "(with size_estimate regression, 1 = the regression alone)",
     )
     tta: bool = Field(
         False, description="test-time augmentation: average the 8 flips / 90-degree rotations"

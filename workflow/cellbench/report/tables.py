@@ -337,10 +337,24 @@ def size_rows(runs: Sequence[ModelRun]) -> list[dict[str, Any]]:
         if not len(both):
             continue
         ratio = both["estimated_diameter"] / both["true_diameter"]
+        options = r.config.get("options", {})
+        regressed = None
+        if "regressed_diameter" in df:
+            alone = pd.to_numeric(df["regressed_diameter"], errors="coerce") / pd.to_numeric(
+                df["true_diameter"], errors="coerce"
+            )
+            regressed = float(alone.median()) if alone.notna().any() else None
+        method = (
+            "size model + segmented passes"
+            if regressed is not None
+            else "segmented passes from the original size"
+        )
         rows.append(
             {
                 "model": r.model,
-                "standard": _number(r.config.get("options", {}).get("diameter")),
+                "method": f"{method} (at most {options.get('diameter_passes')})",
+                "regressed_ratio": regressed,
+                "standard": _number(options.get("diameter")),
                 "n": len(both),
                 "true": float(both["true_diameter"].median()),
                 "estimated": float(both["estimated_diameter"].median()),

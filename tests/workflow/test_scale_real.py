@@ -1,0 +1,102 @@
+"""`cellbench segment` is scale-robust on real images: 0.5x and 2x score within 0.05 of 1x.
+
+A U-Net is trained with size normalisation (``diameter: 30``) on the real BBBC039
+subset (the train split); its size model estimates the diameter of every image, so
+the held-out test images segmented at half and at twice their size must score
+(mean AP against the truth resized with nearest neighbour) within 0.05 of the same
+images at their own size, and the estimated diameters must follow the scale.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import yaml
+from cellbench.io import read_image, read_labels
+from cellbench.metrics import score_image
+from workflow_helpers import BIN, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+SCALES = (1.0, 0.5, 2.0)
+TOLERANCE = 0.05
+
+
+def _resize(array: np.ndarray, factor: float, nearest: bool) -> np.ndarray:
+    h, w = array.shape[:2]
+    size = (round(w * factor), round(h * factor))
+    if nearest:
+        return cv2.resize(
+            array.astype(np.float32), size, interpolation=cv2.INTER_NEAREST_EXACT
+        ).astype(np.int32)
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(array, size, interpolation=interp)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_data: Path) -> Path:
+    """A project folder with BBBC039 converted, split and a size-normalised U-Net trained."""
+    root = tmp_path_factory.mktemp("scale_real")
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    unet = dict(params["models"]["unet"])
+    # the committed U-Net recipe with size normalisation, shortened to fit a CI run
+    unet.update(diameter=30.0, size_estimate="regression", epochs=12, samples_per_epoch=96)
+    params["models"] = {"unet_sized": unet}
+    params["run"] = {"datasets": ["bbbc039"], "models": ["unet_sized"]}
+    params["datasets"] = {
+        "bbbc039": {"kind": "bbbc039", "source": "local", "path": str(shared_data / "bbbc039")}
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cellbench = str(BIN / "cellbench")
+    common = ["--params", "params.yaml", "--dataset", "bbbc039"]
+    run([cellbench, "download", *common, "--out", "raw"], root)
+    run([cellbench, "convert", *common, "--raw", "raw", "--out", "converted"], root)
+    run([cellbench, "split", *common, "--converted", "converted", "--out", "split.csv"], root)
+    run(
+        [cellbench, "train", *common, "--model", "unet_sized", "--converted", "converted"]
+        + ["--split", "split.csv", "--out", "model", "--threads", "2"],
+        root,
+        timeout=1800,
+    )
+    return root
+
+
+def test_segment_at_half_and_double_size_scores_like_the_original(trained: Path) -> None:
+    split = pd.read_csv(trained / "split.csv", dtype={"id": str})
+    ids = list(split.loc[split["split"] == "test", "id"])
+    assert len(ids) >= 2
+    for factor in SCALES:
+        folder = trained / f"images_{factor}"
+        folder.mkdir()
+        for image_id in ids:
+            image = np.asarray(read_image(trained / "converted" / "images" / f"{image_id}.tif"))
+            tifffile.imwrite(folder / f"{image_id}.tif", _resize(image, factor, nearest=False))
+    rows, diameters = [], {}
+    for factor in SCALES:
+        proc = run(
+            [str(BIN / "cellbench"), "segment", "--model-dir", "model", "--threads", "2"]
+            + ["--out", f"masks_{factor}", f"images_{factor}"],
+            trained,
+        )
+        found = re.findall(r"object diameter ([0-9.]+) px \(estimated", proc.stderr)
+        assert len(found) == len(ids), proc.stderr[-2000:]  # estimated, not given
+        diameters[factor] = np.array([float(d) for d in found])
+        for image_id in ids:
+            truth = np.asarray(read_labels(trained / "converted" / "labels" / f"{image_id}.tif"))
+            truth = _resize(truth, factor, nearest=True)
+            masks = tifffile.imread(trained / f"masks_{factor}" / f"{image_id}_masks.tif")
+            assert masks.shape == truth.shape
+            rows.append({"id": image_id, "factor": factor, "ap": score_image(truth, masks).mean_ap})
+    scores = pd.DataFrame(rows).groupby("factor")["ap"].mean()
+    print(f"mean AP by scale: {scores.round(3).to_dict()}")
+    assert scores[1.0] > 0.5, "the model must segment the originals well for the test to mean much"
+    for factor in (0.5, 2.0):
+        assert abs(scores[factor] - scores[1.0]) <= TOLERANCE, scores.to_dict()
+        ratio = np.median(diameters[factor] / diameters[1.0])
+        assert ratio == pytest.approx(factor, rel=0.25), (factor, diameters)
