@@ -76,28 +76,6 @@ def test_estimate_without_objects_keeps_the_original_size() -> None:
     assert estimate.factor == 1.0 and estimate.diameter is None and maps.shape == (1, 64, 64)
 
 
-def test_postprocess_on_grid_uses_the_finer_grid_only_for_upsampled_images() -> None:
-    from cellbench.scale import FINE_GRID, postprocess_on_grid
-
-    truth = discs((60, 80), 4, 20)
-    maps = (truth > 0).astype(np.float32)[None]
-    grids = []
-
-    def segment(m: np.ndarray) -> np.ndarray:
-        grids.append(m.shape[1:])
-        return label(m[0] > 0.5)
-
-    same = postprocess_on_grid(segment, maps, FINE_GRID - 0.1)
-    assert grids[-1] == (60, 80) and same.max() == truth.max()
-    fine = postprocess_on_grid(segment, maps, 2.5)
-    assert grids[-1] == (150, 200)  # segmented on the network's grid
-    assert fine.shape == (60, 80) and fine.dtype == np.int32
-    assert set(np.unique(fine)) == set(range(truth.max() + 1))  # renumbered 1..N
-    # each object is found where it is
-    for k in range(1, truth.max() + 1):
-        assert np.bincount(fine[truth == k]).argmax() > 0
-
-
 @pytest.mark.parametrize("factor", [0.4, 2.5])
 def test_rescaled_labels_stay_aligned_with_the_rescaled_image(factor: float) -> None:
     # nearest neighbour must sample pixel centres as the bilinear image resize does

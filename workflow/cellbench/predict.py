@@ -27,7 +27,6 @@ import pandas as pd
 from cellbench.inference import predict_image
 from cellbench.io import atomic_dir, read_image, write_csv, write_json, write_labels
 from cellbench.modelfolder import load_model
-from cellbench.scale import postprocess_on_grid
 from cellbench.transforms import to_model_input
 
 #: written by predict next to the maps: the scale each test image was predicted at
@@ -167,11 +166,7 @@ def _timing(image_id: str, shape: tuple[int, ...], seconds: float) -> dict[str, 
 
 
 def postprocess_dir(model_dir: Path, predictions: Path, out_dir: Path) -> int:
-    """Turn every saved map of a model into instance labels with its tuned thresholds.
-
-    Images predicted at a larger scale (``diameters.csv``) are post-processed on the
-    network's grid (:func:`cellbench.scale.postprocess_on_grid`).
-    """
+    """Turn every saved map of a model into instance labels with its tuned thresholds."""
     import tifffile
 
     model = load_model(model_dir, device="cpu")
@@ -179,22 +174,14 @@ def postprocess_dir(model_dir: Path, predictions: Path, out_dir: Path) -> int:
     timings = []
     with atomic_dir(out_dir) as tmp:
         scales = Path(predictions) / DIAMETERS_CSV
-        factors: dict[str, float] = {}
         if scales.is_file():  # the scale of each image travels with its mask, for scoring
-            table = pd.read_csv(scales, dtype={"id": str})
-            write_csv(tmp / DIAMETERS_CSV, table)
-            if "factor" in table:
-                factors = dict(zip(table["id"], table["factor"].fillna(1.0), strict=True))
+            write_csv(tmp / DIAMETERS_CSV, pd.read_csv(scales, dtype={"id": str}))
         for f in files:
             maps = tifffile.imread(f)
             if maps.ndim == 2:
                 maps = maps[None]
             start = time.perf_counter()
-            labels = postprocess_on_grid(
-                lambda m: model.family.postprocess(m, model.thresholds),
-                maps,
-                float(factors.get(f.stem, 1.0)),
-            )
+            labels = model.family.postprocess(maps, model.thresholds)
             timings.append(_timing(f.stem, maps.shape[-2:], time.perf_counter() - start))
             write_labels(tmp / f.name, labels)
         write_csv(tmp / TIMINGS_CSV, pd.DataFrame(timings, columns=list(TIMING_COLUMNS)))

@@ -33,7 +33,6 @@ __all__ = [
     "estimate_scale",
     "median_diameter",
     "object_stats",
-    "postprocess_on_grid",
     "rescale_image",
     "rescale_labels",
     "resize_maps",
@@ -44,8 +43,6 @@ __all__ = [
 MIN_FACTOR, MAX_FACTOR = 0.125, 8.0
 #: the smallest side a rescaled image may have (px)
 MIN_SIDE = 32
-#: post-process on the network's grid when it is at least this much finer than the image's
-FINE_GRID = 1.5
 
 
 @dataclass(frozen=True)
@@ -213,27 +210,3 @@ def estimate_scale(
         factor = new
     maps = predict(rescale_image(image, factor))
     return maps, ScaleEstimate(factor, diameter, max_passes + 1)
-
-
-def postprocess_on_grid(
-    segment: Callable[[np.ndarray], np.ndarray], maps: np.ndarray, factor: float
-) -> np.ndarray:
-    """Labels ``(H, W)`` of maps ``(M, H, W)``, post-processed on the finer of two grids.
-
-    When the image was upsampled for the network (``factor >= FINE_GRID``: small
-    objects brought to the standard size), the maps are resized to the network's grid
-    ``(round(H * factor), round(W * factor))``, post-processed there, and the labels
-    are brought back to ``(H, W)`` with nearest neighbour and renumbered 1..N.
-    Boundaries are then placed at the network's resolution rather than on the coarse
-    grid (on BBBC039 images shown at half size: +0.02 mean AP). Otherwise ``segment``
-    runs on the maps as they are.
-    """
-    import cv2
-    from skimage.segmentation import relabel_sequential
-
-    if factor < FINE_GRID:
-        return segment(maps)
-    h, w = maps.shape[1:]
-    fine = segment(resize_maps(maps, (max(1, round(h * factor)), max(1, round(w * factor)))))
-    back = cv2.resize(fine.astype(np.float64), (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
-    return relabel_sequential(back.astype(np.int32))[0]

@@ -44,7 +44,7 @@ import numpy as np
 from cellbench.inference import predict_image
 from cellbench.io import CellbenchIOError, read_image, write_labels
 from cellbench.modelfolder import LoadedModel, load_model
-from cellbench.scale import ScaleEstimate, object_stats, postprocess_on_grid
+from cellbench.scale import ScaleEstimate, object_stats
 from cellbench.transforms import to_model_input
 
 __all__ = [
@@ -399,9 +399,7 @@ def segment_array(
         tile_size=tile_size,
         progress=progress,
     )
-    labels = postprocess_on_grid(
-        lambda m: model.family.postprocess(m, model.thresholds), maps, scale.factor
-    )
+    labels = model.family.postprocess(maps, model.thresholds)
     if labels.shape != (h, w):
         raise SegmentError(
             f"internal error: the mask has shape {labels.shape} but the image is "

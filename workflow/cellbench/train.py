@@ -55,7 +55,6 @@ from cellbench.models.options import TrainingOptions
 from cellbench.scale import (
     median_diameter,
     object_stats,
-    postprocess_on_grid,
     rescale_image,
     rescale_labels,
     scale_factor,
@@ -323,7 +322,6 @@ def tune_thresholds(
     maps: list[np.ndarray],
     labels: list[np.ndarray],
     metric: str = "mean_ap",
-    factors: list[float] | None = None,
 ) -> dict[str, Any]:
     """Pick the post-processing setting with the best mean AP (or SEG) on validation images.
 
@@ -333,9 +331,6 @@ def tune_thresholds(
     labels : the matching ground-truth labels ``(H, W)``.
     metric : ``mean_ap``, or ``seg`` for partially annotated ground truth (where AP
         would punish every correctly found but unlabelled cell).
-    factors : per image, the scale it was predicted at (size normalisation); maps
-        of upsampled images are post-processed on the network's grid, as at test
-        time (:func:`cellbench.scale.postprocess_on_grid`). Default: all 1.
 
     Returns
     -------
@@ -351,18 +346,11 @@ def tune_thresholds(
     annotation = "partial" if metric == "seg" else "full"
     column = f"val_{metric}"
     candidates = family.threshold_grid()
-    factors = factors if factors is not None else [1.0] * len(maps)
     rows = []
     for cand in candidates:
-
-        def segment(m: np.ndarray, cand=cand) -> np.ndarray:
-            return family.postprocess(m, cand)
-
         scored = (
-            score_image(
-                y, postprocess_on_grid(segment, m, f), extra_thresholds=(), annotation=annotation
-            )
-            for m, y, f in zip(maps, labels, factors, strict=True)
+            score_image(y, family.postprocess(m, cand), extra_thresholds=(), annotation=annotation)
+            for m, y in zip(maps, labels, strict=True)
         )
         scores = [getattr(score, metric) for score in scored]
         rows.append({**cand.resolved(), column: float(np.mean(scores)) if scores else float("nan")})
@@ -653,16 +641,10 @@ def tune_on_validation(
     when given, as for test images); the default thresholds serve the estimation.
     SEG replaces mean AP when all val ground truth is partial.
     """
-    predicted = [predict_image(family, net, s.image, device, size_model=size_model) for s in val]
+    val_maps = [predict_image(family, net, s.image, device, size_model=size_model)[0] for s in val]
     # AP is undefined on sparse ground truth: val images that are all partial tune by SEG
     metric = "seg" if val and all(s.annotation == "partial" for s in val) else "mean_ap"
-    return tune_thresholds(
-        family,
-        [maps for maps, _ in predicted],
-        [s.labels for s in val],
-        metric=metric,
-        factors=[scale.factor for _, scale in predicted],
-    )
+    return tune_thresholds(family, val_maps, [s.labels for s in val], metric=metric)
 
 
 def resolve_channels(family: ModelFamily, converted: Path) -> ModelFamily:
