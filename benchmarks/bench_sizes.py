@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -61,13 +62,12 @@ def _resize(array: np.ndarray, factor: float, labels: bool) -> np.ndarray:
 
 
 def _with_options(model, **update):
+    """The loaded model with some options changed (validated), sharing its network."""
     family = model.family
-    options = family.options.model_copy(update=update)
-    entry = family_entry(family.family)
-    copy = type(family)(family.name, entry.options.model_validate(options.model_dump()))
-    return type(model)(
-        copy, model.net, model.config, model.thresholds, model.device, model.size_model
+    options = family_entry(family.family).options.model_validate(
+        {**family.options.model_dump(), **update}
     )
+    return replace(model, family=type(family)(family.name, options))
 
 
 def main() -> None:

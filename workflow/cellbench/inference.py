@@ -316,10 +316,7 @@ def predict_image(
     if size_model is not None and getattr(options, "size_estimate", "") == "regression":
         regressed = size_model.estimate(image)
         start = scale_factor(standard, regressed, shape)
-        passes -= 1
-        if passes < 1:
-            maps = run(rescale_image(image, start))
-            return resize_maps(maps, shape), ScaleEstimate(start, regressed, 1, regressed=regressed)
+        passes -= 1  # 0: the regression alone (estimate_scale then predicts once at start)
     maps, estimate = estimate_scale(
         image,
         standard,

@@ -179,7 +179,8 @@ def estimate_scale(
     standard : the diameter the network was trained at (px).
     predict : ``(C, h, w)`` input -> ``(M, h, w)`` maps at that size.
     segment : ``(M, h, w)`` maps -> ``(h, w)`` labels (the family's post-processing).
-    max_passes : network passes at most (each pass measures the objects it finds).
+    max_passes : measuring passes at most (each measures the objects it finds); 0
+        predicts once at ``start`` without measuring.
     tolerance : stop when the next factor is within this relative change.
     start : the factor of the first pass (1 = the original size; a size model's
         estimate gives a better start).
