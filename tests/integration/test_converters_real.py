@@ -416,3 +416,38 @@ def test_local_ctc_with_only_sequence_02_without_download(shared_data, tmp_path)
     assert len(index) == 6 and set(index["sequence"]) == {"02"}
     assert list(index.sort_values("frame")["frame"]) == [2, 5, 21, 31, 33, 34]
     assert set(index["group"]) == {"DIC-C2DH-HeLa/02"}
+
+
+def test_ctc_train_on_silver_score_on_gold_with_context_frames(shared_data, tmp_path):
+    """truth GT + train_truth ST: labels/ is gold (scored), train_labels/ silver (trained on);
+    frames with only silver truth are unannotated but trainable; the rest are context."""
+    from cellbench.config import SplitOptions
+    from cellbench.datasets.base import train_label_ids
+    from cellbench.split import make_split
+
+    name = "Fluo-N2DL-HeLa"
+    root = shared_data / "ctc" / name
+    out = tmp_path / "both"
+    source = get_dataset(
+        _cfg("ctc", name=name, truth="GT", train_truth="ST", context_frames=True, frame_blocks=3)
+    )
+    index = _convert(source, shared_data / "ctc", out)
+    frames = sorted(root.joinpath("01").glob("t*.tif"))
+    gold = sorted(root.joinpath("01_GT", "SEG").glob("man_seg*.tif"))
+    silver = sorted(root.joinpath("01_ST", "SEG").glob("man_seg*.tif"))
+    assert len(index) == len(frames)  # every frame: gold, silver-only or context
+    assert (index["annotation"] != "none").sum() == len(gold)
+    trained = train_label_ids(out)
+    assert len(trained) == len(silver)
+    for seg in silver:
+        frame = int(re.match(r"man_seg(\d+)\.tif", seg.name).group(1))
+        image_id = f"{name}_01_t{frame:03d}"
+        _same_partition(read_labels(out / "train_labels" / f"{image_id}.tif"), tifffile.imread(seg))
+    for seg in gold:
+        frame = int(re.match(r"man_seg(\d+)\.tif", seg.name).group(1))
+        image_id = f"{name}_01_t{frame:03d}"
+        _same_partition(read_labels(out / "labels" / f"{image_id}.tif"), tifffile.imread(seg))
+    assert index["frame"].is_monotonic_increasing and set(index["sequence"]) == {"01"}
+    split = make_split(index.reset_index(), SplitOptions(), 0, trained)
+    kept = set(split["id"])
+    assert kept == set(index.index[index["annotation"] != "none"]) | trained

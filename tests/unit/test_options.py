@@ -30,6 +30,7 @@ SAME_NAME_OTHER_MEANING = {
     ("postprocess/watershed.py", "min_size"): "clean_labels: 0 = keep every instance",
     ("transforms.py", "in_channels"): "to_model_input: channel count of a call",
     ("train.py", "target"): "Sample.target: the training target array of one image",
+    ("models/maskrcnn.py", "target"): "torchvision's transform API: resize(image, target)",
     ("train.py", "annotation"): "Sample.annotation: the level of one image",
     ("report/render.py", "width"): "chart size in px",
     ("report/render.py", "height"): "chart size in px",
@@ -286,3 +287,12 @@ def test_model_folder_describes_itself(tmp_path: Path) -> None:
         match=r"config.json is invalid:\n  - options: unknown key 'smoth' \(did you mean 'smooth'\?\)",
     ):
         load_model(folder, "cpu")
+
+
+def test_maskrcnn_refuses_tta_with_the_reason() -> None:
+    from cellbench.errors import ConfigError
+    from cellbench.models.options import MaskRCNNOptions
+
+    with pytest.raises(ConfigError, match="detections cannot be averaged"):
+        MaskRCNNOptions.from_mapping({"tta": True}, "models.maskrcnn", "params.yaml")
+    assert MaskRCNNOptions().tta is False

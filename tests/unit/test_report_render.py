@@ -371,3 +371,38 @@ def test_partial_ground_truth_is_ranked_by_seg(tmp_path) -> None:
     assert "Precision and recall" not in page and "Scores against the IoU threshold" not in page
     assert "not scored" in page  # unmatched predictions on partial truth: neutral colour
     assert "#BBBBBB" in page
+
+
+def test_skipped_combination_is_listed_with_its_reason(tmp_path) -> None:
+    """A model that does not apply to a dataset (lstm_unet without time) shows as skipped."""
+    from cellbench.report import render_report
+    from cellbench.skip import write_skipped
+
+    root = tmp_path / "fake"
+    params = make_fake_results(root)
+    reason = "dataset has no time: skipped here"
+    record = {"dataset": FAKE_DATASET, "model": "lstm", "family": "lstm_unet", "reason": reason}
+    results = root / "results"
+    for stage in ("models", "predictions", "masks"):
+        write_skipped(results / stage / FAKE_DATASET / "lstm", record)
+    score_dir(
+        results / "masks" / FAKE_DATASET / "lstm",
+        root / "data" / "converted" / FAKE_DATASET,
+        root / "data" / "splits" / f"{FAKE_DATASET}.csv",
+        results / "scores" / FAKE_DATASET / "lstm",
+        dataset=FAKE_DATASET,
+        model="lstm",
+        settings=ScoreOptions(),
+    )
+    raw = dict(params.raw)
+    raw["run"] = {"datasets": [FAKE_DATASET], "models": [*raw["run"]["models"], "lstm"]}
+    raw["models"] = {**raw["models"], "lstm": {"family": "lstm_unet"}}
+    params = params_from_mapping(raw, root / "params.yaml")
+    page = render_report(
+        params, root / "data", results, root / "report.html", root / "assets"
+    ).read_text()
+    text = " ".join(parse(page).text)
+    assert f"Skipped: lstm (lstm_unet): {reason}." in re.sub(r"\s+", " ", text)
+    assert 'class="skipped"' in page
+    assert (root / "assets" / "scores" / FAKE_DATASET / "lstm" / "summary.json").is_file()
+    assert (root / "assets" / "training" / FAKE_DATASET / "lstm.svg").is_file()

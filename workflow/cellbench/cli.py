@@ -81,7 +81,7 @@ def cmd_convert(args) -> None:
 
 
 def cmd_split(args) -> None:
-    from cellbench.datasets.base import read_index
+    from cellbench.datasets.base import read_index, train_label_ids
     from cellbench.io import write_csv
     from cellbench.split import make_split
 
@@ -89,7 +89,7 @@ def cmd_split(args) -> None:
     cfg = params.dataset(args.dataset)
     converted = Path(args.converted or f"data/converted/{cfg.name}")
     out = Path(args.out or f"data/splits/{cfg.name}.csv")
-    split = make_split(read_index(converted), cfg.split, params.seed)
+    split = make_split(read_index(converted), cfg.split, params.seed, train_label_ids(converted))
     write_csv(out, split)
     counts = split["split"].value_counts().to_dict()
     print(
@@ -120,6 +120,9 @@ def cmd_train(args) -> None:
         checkpoint_dir=Path(args.checkpoint_dir or default_checkpoint_dir(out)),
         resume=not args.no_resume,
     )
+    if "reason" in config:
+        print(f"train {args.dataset}/{args.model}: skipped: {config['reason']}")
+        return
     print(
         f"train {args.dataset}/{args.model}: {config['epochs_run']} epochs, "
         f"{config['train_seconds']:.1f} s on {config['device']}"
@@ -168,6 +171,9 @@ def cmd_score(args) -> None:
         model_dir=Path(args.model_dir) if args.model_dir else None,
         predictions=Path(args.predictions) if args.predictions else None,
     )
+    if "skipped" in summary:
+        print(f"score {args.dataset}/{args.model}: skipped: {summary['skipped']}")
+        return
     mean_ap = summary.get("per_image_mean", {}).get("mean_ap")
     shown = "n/a" if mean_ap is None else f"{mean_ap:.4f}"
     print(f"score {args.dataset}/{args.model}: {summary['n_images']} images, mean AP {shown}")

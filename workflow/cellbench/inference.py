@@ -127,9 +127,14 @@ def invert_dihedral(
     return _transpose(out, vector_pairs) if transpose else out
 
 
-def _window(size: int) -> np.ndarray:
-    ramp = np.hanning(size + 2)[1:-1].astype(np.float32) + 1e-3
-    return np.outer(ramp, ramp)
+def _own_ranges(starts: list[int], tile: int, total: int) -> list[tuple[int, int]]:
+    """Per tile start, the part of the axis that tile owns: cut at the middle of each overlap.
+
+    Every position belongs to exactly one tile, at least ``overlap / 2`` px inside it
+    (except at the image border), where the tile's border no longer reaches.
+    """
+    cuts = [0] + [(starts[i] + tile + starts[i + 1]) // 2 for i in range(len(starts) - 1)]
+    return list(zip(cuts, [*cuts[1:], total], strict=True))
 
 
 def predict_maps(
@@ -161,7 +166,8 @@ def predict_maps(
     tile_size : int
         Images larger than this (either side) are predicted tile by tile.
     overlap : int
-        Overlap of neighbouring tiles, blended with a smooth window.
+        Overlap of neighbouring tiles; each pixel is taken from the tile whose border is
+        farthest (cut at the middle of the overlap), so tile borders leave no seams.
     progress : callable, optional
         Called as ``progress(done, total)`` after every tile; whole-image
         prediction (and families without a network) count as one tile, so it
@@ -230,40 +236,34 @@ def _predict_network(
     import torch
 
     _, h, w = image.shape
-    if h <= tile_size and w <= tile_size:
+    if (h <= tile_size and w <= tile_size) or not family.blendable_maps:
         x, _ = pad_to_multiple(image, 32)
         out = family.activate(net(torch.from_numpy(x[None]).to(device)))
         maps = out[0, :, :h, :w].float().cpu().numpy()
         if progress is not None:
             progress(1, 1)
         return maps
-    tile = tile_size
-    step = tile - overlap
     padded, _ = pad_to_multiple(image, 32)
-    padded = np.pad(
-        padded,
-        ((0, 0), (0, max(0, tile - padded.shape[1])), (0, max(0, tile - padded.shape[2]))),
-        mode="edge",
-    )
     ph, pw = padded.shape[1:]
-    acc, norm = None, np.zeros((ph, pw), np.float32)
-    win = _window(tile)
-    ys = sorted({*range(0, ph - tile, step), ph - tile})
-    xs = sorted({*range(0, pw - tile, step), pw - tile})
+    # a side shorter than a tile is predicted whole (as the whole-image path pads it)
+    th, tw = min(tile_size, ph), min(tile_size, pw)
+    ys = sorted({*range(0, ph - th, th - overlap), ph - th})
+    xs = sorted({*range(0, pw - tw, tw - overlap), pw - tw})
+    rows, cols = _own_ranges(ys, th, ph), _own_ranges(xs, tw, pw)
+    acc = None
     total, done = len(ys) * len(xs), 0
-    for y in ys:
-        for x in xs:
-            crop = padded[None, :, y : y + tile, x : x + tile]
+    for y, (y0, y1) in zip(ys, rows, strict=True):
+        for x, (x0, x1) in zip(xs, cols, strict=True):
+            crop = padded[None, :, y : y + th, x : x + tw]
             res = family.activate(net(torch.from_numpy(np.ascontiguousarray(crop)).to(device)))
             res = res[0].float().cpu().numpy()
             if acc is None:
                 acc = np.zeros((res.shape[0], ph, pw), np.float32)
-            acc[:, y : y + tile, x : x + tile] += res * win
-            norm[y : y + tile, x : x + tile] += win
+            acc[:, y0:y1, x0:x1] = res[:, y0 - y : y1 - y, x0 - x : x1 - x]
             done += 1
             if progress is not None:
                 progress(done, total)
-    return (acc / norm)[:, :h, :w]
+    return acc[:, :h, :w]
 
 
 def predict_image(
@@ -310,7 +310,9 @@ def predict_image(
     if image_diameter:
         factor = scale_factor(standard, image_diameter, shape)
         maps = run(rescale_image(image, factor))
-        return resize_maps(maps, shape), ScaleEstimate(factor, image_diameter, 1, given=True)
+        return resize_maps(maps, shape, family.categorical_maps), ScaleEstimate(
+            factor, image_diameter, 1, given=True
+        )
     setting = thresholds if thresholds is not None else family.threshold_grid()[0]
     passes, start, regressed = int(options.diameter_passes), 1.0, None
     if size_model is not None and getattr(options, "size_estimate", "") == "regression":
@@ -331,4 +333,4 @@ def predict_image(
             diameter=estimate.diameter if estimate.diameter is not None else regressed,
             regressed=regressed,
         )
-    return resize_maps(maps, shape), estimate
+    return resize_maps(maps, shape, family.categorical_maps), estimate

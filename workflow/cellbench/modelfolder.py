@@ -182,7 +182,7 @@ def load_network(family: ModelFamily, weights: Path, device) -> Any:
             f"{weights}: holds a '{state['family']}' network but config.json says "
             f"'{family.family}': the folder mixes files of different models. Re-run the train stage."
         )
-    net = family.build_network().to(device)
+    net = family.build_network(load_weights=False).to(device)  # the saved weights replace them
     expected = net.state_dict()
     given = state["state_dict"]
     missing = sorted(set(expected) - set(given))

@@ -4,7 +4,7 @@ Maps are saved as float32 TIFF ``(M, H, W)`` (axes ``CYX``, opens in Fiji and
 napari) under ``results/predictions/{dataset}/{model}/{id}.tif``; the
 post-processed labels as uint16/uint32 TIFF under ``results/masks/...``.
 Images larger than ``tile_size`` are predicted in overlapping tiles whose
-outputs are blended with a smooth window, so any image size fits in memory.
+outputs are cut at the middle of each overlap (no seams), so any image size fits in memory.
 Segmenting new images (the ``segment`` command) is :mod:`cellbench.segment`.
 
 Both stages also record their cost for the report: ``timings.csv`` (per image: id,
@@ -27,6 +27,7 @@ import pandas as pd
 from cellbench.inference import predict_image
 from cellbench.io import atomic_dir, read_image, write_csv, write_json, write_labels
 from cellbench.modelfolder import load_model
+from cellbench.skip import read_skipped, write_skipped
 from cellbench.transforms import to_model_input
 
 #: written by predict next to the maps: the scale each test image was predicted at
@@ -110,15 +111,33 @@ def predict_dir(
     import tifffile
     from tqdm.auto import tqdm
 
+    skipped = read_skipped(model_dir)
+    if skipped is not None:  # the model does not apply to this dataset: pass the reason on
+        write_skipped(out_dir, skipped)
+        return 0
     model = load_model(model_dir, device)
     ids = _test_ids(split_csv)
+    windows = None
+    if model.family.frames > 1:  # time windows: each test frame with its predecessors
+        from cellbench.sequences import load_window_inputs
+
+        split = pd.read_csv(split_csv, dtype={"id": str}, keep_default_na=False)
+        assigned = dict(zip(split["id"], split["split"], strict=True))
+        windows = load_window_inputs(
+            converted, ids, model.family.in_channels, model.family.frames, assigned
+        )
     rows, timings = [], []
     with atomic_dir(out_dir) as tmp:
         # a bar on a terminal only: the rule log gets the one summary line
         bar = tqdm(ids, desc="predict", mininterval=2.0, disable=not sys.stderr.isatty())
         for image_id in bar:
-            image = to_model_input(
-                read_image(converted / "images" / f"{image_id}.tif"), model.family.in_channels
+            image = (
+                windows.pop(image_id)
+                if windows is not None
+                else to_model_input(
+                    read_image(converted / "images" / f"{image_id}.tif"),
+                    model.family.in_channels,
+                )
             )
             start = time.perf_counter()
             maps, scale = predict_image(
@@ -169,6 +188,10 @@ def postprocess_dir(model_dir: Path, predictions: Path, out_dir: Path) -> int:
     """Turn every saved map of a model into instance labels with its tuned thresholds."""
     import tifffile
 
+    skipped = read_skipped(model_dir)
+    if skipped is not None:
+        write_skipped(out_dir, skipped)
+        return 0
     model = load_model(model_dir, device="cpu")
     files = sorted(Path(predictions).glob("*.tif"))
     timings = []

@@ -124,11 +124,15 @@ def rescale_labels(labels: np.ndarray, factor: float) -> np.ndarray:
     return out.astype(labels.dtype)
 
 
-def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resize_maps(
+    maps: np.ndarray, shape: tuple[int, int], nearest: tuple[int, ...] = ()
+) -> np.ndarray:
     """``(M, h, w)`` maps -> ``(M, H, W)`` on the original grid, bilinear.
 
     Vector-field maps (flows) keep their values: the flow family's maps are unit
-    directions, which do not change with the image's scale.
+    directions, which do not change with the image's scale. Channels listed in
+    ``nearest`` (instance ids, per-instance scores) are resized with nearest neighbour
+    (centre-aligned, as :func:`rescale_labels`).
     """
     import cv2
 
@@ -136,7 +140,14 @@ def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return maps
     h, w = shape
     return np.stack(
-        [cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in maps.astype(np.float32)]
+        [
+            cv2.resize(
+                m,
+                (w, h),
+                interpolation=cv2.INTER_NEAREST_EXACT if i in nearest else cv2.INTER_LINEAR,
+            )
+            for i, m in enumerate(maps.astype(np.float32))
+        ]
     )
 
 

@@ -19,6 +19,7 @@ Writes into ``results/scores/{dataset}/{model}/``, atomically:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ from cellbench.datasets.base import read_index
 from cellbench.io import CellbenchIOError, atomic_dir, read_labels, write_csv, write_json
 from cellbench.metrics import score_image, summarize, threshold_tag
 from cellbench.scale import median_diameter
+from cellbench.skip import SKIPPED_JSON, read_skipped
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AP_VS_IOU_COLUMNS",
@@ -68,6 +72,16 @@ def score_dir(
     """
     thresholds: Sequence[float] = settings.iou_thresholds
     extra: Sequence[float] = settings.extra_thresholds
+    skipped = read_skipped(masks)
+    if skipped is not None:  # no masks: an empty score table that says why
+        log.warning("skipped: %s", skipped["reason"])
+        summary = {"dataset": dataset, "model": model, "skipped": skipped["reason"]}
+        summary.update(summarize(pd.DataFrame(), thresholds))
+        with atomic_dir(out_dir) as tmp:
+            write_json(tmp / SKIPPED_JSON, skipped)
+            write_csv(tmp / "per_image.csv", pd.DataFrame(columns=["id"]))
+            write_json(tmp / "summary.json", summary)
+        return summary
     index = read_index(converted).set_index("id")
     split = pd.read_csv(split_csv, dtype={"id": str}, keep_default_na=False)
     test_ids = list(split.loc[split["split"] == "test", "id"])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import math
 import os
 import sys
@@ -46,6 +47,8 @@ from cellbench.io import CellbenchIOError, read_image, write_labels
 from cellbench.modelfolder import LoadedModel, load_model
 from cellbench.scale import ScaleEstimate, object_stats
 from cellbench.transforms import to_model_input
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -388,6 +391,16 @@ def segment_array(
     """
     h, w = image.shape[:2]
     x = to_model_input(image, model.family.in_channels)
+    if model.family.frames > 1:  # a time-window model given one image: a still sequence
+        log.warning(
+            "model %s reads windows of %d frames; a single image is segmented as a still "
+            "sequence of %d copies of itself (time-lapse data: run the pipeline's predict "
+            "stage, which builds windows from the sequence)",
+            model.family.name,
+            model.family.frames,
+            model.family.frames,
+        )
+        x = np.concatenate([x] * model.family.frames, axis=0)
     maps, scale = predict_image(
         model.family,
         model.net,

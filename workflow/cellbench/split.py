@@ -3,7 +3,7 @@
 Rules, in order:
 
 1. Images without annotation (``annotation == "none"``) are left out: they can be
-   neither trained on nor scored.
+   neither trained on nor scored (unless they have train labels, see ``trainable``).
 2. Images the source marks ``official_split == "test"`` (DSB 2018 stage-1 test, a
    held-out CTC sequence) form the test set when ``use_official_test`` is on; the
    rest is then split into train and val only.
@@ -19,6 +19,8 @@ Pure: a DataFrame in, a DataFrame out.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -50,7 +52,9 @@ def _deal(groups: pd.DataFrame, rng: np.random.Generator, fractions: dict[str, f
     return assignment
 
 
-def make_split(index: pd.DataFrame, cfg: SplitOptions, seed: int) -> pd.DataFrame:
+def make_split(
+    index: pd.DataFrame, cfg: SplitOptions, seed: int, trainable: Iterable[str] = ()
+) -> pd.DataFrame:
     """Split a converted dataset's index.
 
     Parameters
@@ -59,6 +63,9 @@ def make_split(index: pd.DataFrame, cfg: SplitOptions, seed: int) -> pd.DataFram
         annotation, official_split, ...).
     cfg : fractions and switches.
     seed : the run's seed; the same seed and index always give the same split.
+    trainable : ids that have train labels (``train_labels/``): kept even when their
+        annotation is ``none`` (split with their group like the rest; the train stage
+        learns from them, scoring skips them).
 
     Returns
     -------
@@ -73,7 +80,7 @@ def make_split(index: pd.DataFrame, cfg: SplitOptions, seed: int) -> pd.DataFram
     if "group" not in index:
         index["group"] = index["id"]
     index["group"] = index["group"].astype(str)
-    usable = index[index["annotation"] != "none"].copy()
+    usable = index[(index["annotation"] != "none") | index["id"].isin(set(trainable))].copy()
     if usable.empty:
         raise ValueError("no annotated images to split (every image has annotation 'none')")
 

@@ -45,6 +45,7 @@ import pandas as pd
 
 from cellbench.checkpoint import CheckpointStore, data_hash, training_fingerprint
 from cellbench.config import ModelConfig
+from cellbench.datasets.base import TRAIN_LABELS, train_label_ids
 from cellbench.device import resolve_device
 from cellbench.inference import pad_to_multiple, predict_image, predict_maps
 from cellbench.io import read_image, read_labels
@@ -60,6 +61,7 @@ from cellbench.scale import (
     scale_factor,
 )
 from cellbench.sizemodel import SIZE_MODEL_FILE, SizeModel, fit_size_model
+from cellbench.skip import skip_reason, write_skipped
 from cellbench.transforms import to_model_input
 
 __all__ = [
@@ -96,23 +98,48 @@ class Sample:
 
 
 def load_split(
-    converted: Path, split: pd.DataFrame, which: str, channels: int, full_only: bool = True
+    converted: Path,
+    split: pd.DataFrame,
+    which: str,
+    channels: int,
+    *,
+    frames: int,
+    full_only: bool = True,
 ) -> list[Sample]:
     """Load the images of one split, normalised for the network.
 
     ``full_only`` skips partially annotated images (training on them would teach
-    that unlabelled cells are background) unless there are no others.
+    that unlabelled cells are background) unless there are no others. In the
+    ``train`` split, images with train labels (``train_labels/``, e.g. CTC silver
+    truth) are loaded with those, as fully annotated. With
+    ``frames > 1`` each image is the time window ending at it
+    (:func:`cellbench.sequences.load_window_inputs`, context from the same split or
+    from frames in no split); its labels are those of its own (last) frame.
     """
     index = pd.read_csv(converted / "index.csv", dtype={"id": str}, keep_default_na=False)
     annotation = dict(zip(index["id"], index["annotation"], strict=True))
+    # the train split learns from train labels where the dataset has them (complete)
+    trained = train_label_ids(converted) if which == "train" else set()
+    annotation.update(dict.fromkeys(trained, "full"))
     ids = [i for i in split.loc[split["split"] == which, "id"] if annotation.get(i) != "none"]
     if full_only and any(annotation.get(i) == "full" for i in ids):
         ids = [i for i in ids if annotation.get(i) == "full"]
+    if frames > 1:
+        from cellbench.sequences import load_window_inputs
+
+        assigned = dict(zip(split["id"], split["split"], strict=True))
+        images = load_window_inputs(converted, ids, channels, frames, assigned)
+    else:
+        images = {
+            i: to_model_input(read_image(converted / "images" / f"{i}.tif"), channels) for i in ids
+        }
     return [
         Sample(
             id=i,
-            image=to_model_input(read_image(converted / "images" / f"{i}.tif"), channels),
-            labels=read_labels(converted / "labels" / f"{i}.tif"),
+            image=images[i],
+            labels=read_labels(
+                converted / (TRAIN_LABELS if i in trained else "labels") / f"{i}.tif"
+            ),
             annotation=annotation[i],
         )
         for i in ids
@@ -147,21 +174,57 @@ def random_dihedral(
 
 
 def _random_crop(
-    rng: np.random.Generator, image: np.ndarray, target: np.ndarray, size: int
+    rng: np.random.Generator,
+    image: np.ndarray,
+    target: np.ndarray,
+    size: int,
+    centre: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Crop ``size x size`` at a random position; zero-pad images smaller than that."""
+    """Crop ``size x size`` at a random position; zero-pad images smaller than that.
+
+    ``centre`` ``(y, x)`` (a pixel of the unpadded image): the crop is centred on it
+    instead, shifted inside the image where it would cross the border.
+    """
     _, h, w = image.shape
     ph, pw = max(0, size - h), max(0, size - w)
     if ph or pw:
         pad = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
         image, target = np.pad(image, pad), np.pad(target, pad)
+        if centre is not None:
+            centre = (centre[0] + ph // 2, centre[1] + pw // 2)
         _, h, w = image.shape
-    y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    if centre is None:
+        y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    else:
+        y = min(max(0, centre[0] - size // 2), h - size)
+        x = min(max(0, centre[1] - size // 2), w - size)
     return image[:, y : y + size, x : x + size], target[:, y : y + size, x : x + size]
 
 
+def _crop_centre(
+    rng: np.random.Generator, labels: np.ndarray, probability: float
+) -> tuple[int, int] | None:
+    """With ``probability``, a random object pixel ``(y, x)`` of ``labels`` to centre a crop on.
+
+    None (a uniform crop) otherwise, and for images without objects. Draws nothing
+    from ``rng`` when ``probability`` is 0, so runs without the option are unchanged.
+    """
+    if not probability or rng.random() >= probability:
+        return None
+    flat = np.flatnonzero(labels)
+    if not flat.size:
+        return None
+    y, x = np.unravel_index(int(flat[rng.integers(flat.size)]), labels.shape)
+    return int(y), int(x)
+
+
 def _scaled_crop(
-    rng: np.random.Generator, sample: Sample, family: ModelFamily, size: int, jitter: float
+    rng: np.random.Generator,
+    sample: Sample,
+    family: ModelFamily,
+    size: int,
+    jitter: float,
+    centre: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A ``size x size`` crop of the sample seen at a random scale in [1/(1+j), 1+j].
 
@@ -173,7 +236,7 @@ def _scaled_crop(
 
     factor = float(np.exp(rng.uniform(-np.log1p(jitter), np.log1p(jitter))))
     source = max(8, round(size / factor))
-    x, y = _random_crop(rng, sample.image, sample.target, source)
+    x, y = _random_crop(rng, sample.image, sample.target, source, centre)
     if source == size:
         return x, y
 
@@ -270,10 +333,13 @@ def _batches(
         xs, ys = [], []
         for k in rng.choice(len(samples), size=settings.batch_size, p=weights):
             s = samples[k]
+            centre = _crop_centre(rng, s.labels, settings.foreground_crop)
             if settings.scale_jitter:
-                x, y = _scaled_crop(rng, s, family, settings.patch_size, settings.scale_jitter)
+                x, y = _scaled_crop(
+                    rng, s, family, settings.patch_size, settings.scale_jitter, centre
+                )
             else:
-                x, y = _random_crop(rng, s.image, s.target, settings.patch_size)
+                x, y = _random_crop(rng, s.image, s.target, settings.patch_size, centre)
             x, y = random_dihedral(rng, x, y, family.vector_pairs)
             x = augment(x)
             if settings.gamma_jitter:
@@ -293,10 +359,14 @@ def _validation_loss(net, family: ModelFamily, samples: list[Sample], device) ->
     with torch.no_grad():
         for s in samples:
             x, (h, w) = pad_to_multiple(s.image, 32)
-            logits = net(torch.from_numpy(x[None]).to(device))[:, :, :h, :w]
-            target = torch.from_numpy(s.target[None]).to(device)
+            loss = family.validation_loss(
+                net,
+                torch.from_numpy(x[None]).to(device),
+                torch.from_numpy(s.target[None]).to(device),
+                (h, w),
+            )
             n = h * w
-            total += float(family.loss(logits, target)) * n
+            total += float(loss) * n
             weight += n
     return total / weight
 
@@ -386,8 +456,8 @@ def load_training_data(
         When a family with a network gets no annotated training image.
     """
     split = pd.read_csv(split_csv, dtype={"id": str}, keep_default_na=False)
-    train = load_split(converted, split, "train", family.in_channels)
-    val = load_split(converted, split, "val", family.in_channels)
+    train = load_split(converted, split, "train", family.in_channels, frames=family.frames)
+    val = load_split(converted, split, "val", family.in_channels, frames=family.frames)
     if family.trainable and not train:
         counts = split["split"].value_counts().to_dict() if "split" in split else {}
         official = (
@@ -555,8 +625,8 @@ def fit_network(
         net.train()
         t0, losses = time.time(), []
         for step, (xb, yb) in enumerate(_batches(train, family, settings, rng, augment)):
-            loss = family.loss(
-                net(torch.from_numpy(xb).to(device)), torch.from_numpy(yb).to(device)
+            loss = family.training_loss(
+                net, torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
             )
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -826,9 +896,17 @@ def train_model(
     Returns
     -------
     dict
-        The ``config.json`` content.
+        The ``config.json`` content; for a family that does not apply to the dataset
+        (:func:`cellbench.skip.skip_reason`), the skip record written instead
+        (``SKIPPED.json``, key ``reason``).
     """
     family = resolve_channels(get_family(cfg), converted)
+    reason = skip_reason(family, converted, dataset)
+    if reason is not None:
+        return write_skipped(
+            out_dir,
+            {"dataset": dataset, "model": cfg.name, "family": family.family, "reason": reason},
+        )
     train, val = load_training_data(family, converted, split_csv)
     dev = resolve_device(device)
     params_section = {"seed": seed, "model": {"family": cfg.family, **cfg.options}}

@@ -42,6 +42,8 @@ __all__ = [
     "read_index",
     "masks_to_labels",
     "safe_image_id",
+    "TRAIN_LABELS",
+    "train_label_ids",
 ]
 
 #: What a source file reference may be (a path, or a text such as ``"train.csv, rows of X"``).
@@ -68,6 +70,17 @@ INDEX_COLUMNS = (
 )
 
 ANNOTATION_LEVELS = ("full", "partial", "none")
+
+#: Optional folder of a converted dataset: complete labels from a second truth that
+#: networks train on instead of ``labels/`` (which stay what is scored).
+TRAIN_LABELS = "train_labels"
+
+
+def train_label_ids(converted_dir: Path) -> set[str]:
+    """Ids of the images that have train labels (``train_labels/{id}.tif``)."""
+    folder = Path(converted_dir) / TRAIN_LABELS
+    return {p.stem for p in folder.glob("*.tif")} if folder.is_dir() else set()
+
 
 #: File written into ``data/raw/{dataset}/`` when the originals live elsewhere (``source: local``).
 LOCAL_MARKER = "LOCAL_SOURCE.json"
@@ -247,6 +260,7 @@ class ConvertedWriter:
         source: str | None = None,
         origin: Origin = None,
         label_origin: Origin = None,
+        train_labels: np.ndarray | None = None,
     ) -> None:
         """Add one image.
 
@@ -262,6 +276,10 @@ class ConvertedWriter:
         origin : the source file of the image, named in error messages.
         label_origin : the source file of the labels (default: ``origin``), named in
             error messages.
+        train_labels : optional ``(H, W)`` complete instance labels from a second truth
+            that networks train on instead of ``labels`` (CTC: train on silver truth,
+            score on gold truth); written to ``train_labels/{id}.tif``. An image with
+            train labels is trainable even when ``annotation`` is ``none``.
 
         Raises
         ------
@@ -294,6 +312,11 @@ class ConvertedWriter:
             write_labels(self.out_dir / "labels" / f"{image_id}.tif", labels)
         elif annotation != "none":
             raise ValueError(f"{where}: labels missing but annotation={annotation!r}")
+        if train_labels is not None:
+            train_labels = _checked_labels(
+                train_labels, (h, w), "train labels of " + _where(image_id, origin)
+            )
+            write_labels(self.out_dir / TRAIN_LABELS / f"{image_id}.tif", train_labels)
         write_image(self.out_dir / "images" / f"{image_id}.tif", image)
         self.rows.append(
             {

@@ -42,6 +42,13 @@ Options
     ``annotation`` (``full`` | ``partial`` | null): override the annotation level.
     ``frame_blocks`` (int >= 1 or null, default null): time blocks per sequence used as
     split groups; null keeps one group per sequence.
+    ``train_truth`` (``GT`` | ``ST`` | null): a second truth the networks train on
+    (``train_labels/``), e.g. ``truth: GT`` + ``train_truth: ST``: train on silver
+    truth, score on gold truth. Frames with only the training truth are converted with
+    ``annotation: none`` (trained on, never scored).
+    ``context_frames`` (bool, default false): convert the frames without any truth
+    too, unannotated (never split, trained on or scored), as time context for
+    ``lstm_unet`` windows.
 """
 
 from __future__ import annotations
@@ -135,6 +142,20 @@ def _frame_groups(base: str, frames: list[int], blocks: int | None) -> dict[int,
     return {int(f): f"{base}/b{k}" for k, chunk in enumerate(chunks) for f in chunk}
 
 
+def _frame_labels(path: Path | None, frame: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The relabelled label image of one frame (None without a file), checked against its size."""
+    if path is None:
+        return None
+    labels = read_label_image(path)
+    if labels.shape != tuple(shape[:2]):
+        raise CellbenchIOError(
+            f"{path}: shape {labels.shape} differs from the frame {frame} {tuple(shape)}. The "
+            "label file must have the frame's size: check that the archive was extracted "
+            "completely and that the files of different datasets are not mixed."
+        )
+    return relabel(labels)
+
+
 class CellTrackingChallenge(DatasetSource):
     """A CTC 2D training dataset: sequences 01/02 with GT or ST segmentation truth."""
 
@@ -209,13 +230,30 @@ class CellTrackingChallenge(DatasetSource):
                 name,
                 sequences[0],
             )
+        train_truth = opts.train_truth if opts.train_truth not in (None, truth) else None
         for seq in sequences:
             frames = _index(root / seq, _FRAME_RE)
             segs = _index(root / f"{seq}_{truth}" / "SEG", _SEG_RE)
-            missing = sorted(f for f in segs if f not in frames)
+            train_dir = root / f"{seq}_{train_truth}" / "SEG" if train_truth else None
+            trains = _index(train_dir, _SEG_RE) if train_dir and train_dir.is_dir() else {}
+            if train_truth and not trains:
+                log.warning(
+                    "%s: no %s segmentation for sequence %s (%s); it trains on %s",
+                    name,
+                    train_truth,
+                    seq,
+                    train_dir,
+                    truth,
+                )
+            missing = sorted(f for f in {*segs, *trains} if f not in frames)
             for frame in missing:
-                writer.skip(segs[frame], f"no frame t{frame:03d}.tif in {root / seq}")
-            kept = [f for f in sorted(segs) if f in frames]
+                writer.skip(
+                    segs.get(frame, trains.get(frame)),
+                    f"no frame t{frame:03d}.tif in {root / seq}",
+                )
+            kept = [f for f in sorted({*segs, *trains}) if f in frames]
+            if opts.context_frames:
+                kept = sorted(frames)
             if not kept:
                 log.warning(
                     "%s: none of the %d %s label files has its frame tNNN.tif in %s "
@@ -230,29 +268,25 @@ class CellTrackingChallenge(DatasetSource):
                 continue
             group_of = _frame_groups(f"{name}/{seq}", kept, blocks)
             for frame in kept:
-                seg_path = segs[frame]
                 image = read_image(frames[frame])
-                labels = read_label_image(seg_path)
-                if labels.shape != image.shape[:2]:
-                    raise CellbenchIOError(
-                        f"{seg_path}: shape {labels.shape} differs from the frame "
-                        f"{frames[frame]} {image.shape}. The label file must have the frame's "
-                        "size: check that the archive was extracted completely and that the "
-                        "files of different datasets are not mixed."
-                    )
+                seg_path = segs.get(frame)
+                labels = _frame_labels(seg_path, frames[frame], image.shape)
+                train_labels = _frame_labels(trains.get(frame), frames[frame], image.shape)
                 writer.add(
                     safe_image_id(f"{name}_{seq}_t{frame:03d}"),
                     image,
-                    relabel(labels),
+                    labels,
                     cell_type=name,
                     group=group_of[frame],
                     sequence=seq,
                     frame=frame,
-                    annotation=level,
+                    annotation=level if labels is not None else "none",
                     official_split="test" if seq == test_seq else "",
-                    source=f"CTC {name} {seq}_{truth}/SEG",
+                    source=f"CTC {name} {seq}_{truth}/SEG"
+                    + (f" (trains on {seq}_{train_truth}/SEG)" if frame in trains else ""),
                     origin=frames[frame],
                     label_origin=seg_path,
+                    train_labels=train_labels,
                 )
 
     def _test_sequence(self, option: object, sequences: list[str]) -> str | None:

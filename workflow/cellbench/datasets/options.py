@@ -99,6 +99,17 @@ class CTCOptions(Options):
     frame_blocks: int | None = Field(
         None, ge=1, description="split each sequence into this many time blocks (split groups)"
     )
+    train_truth: Literal["GT", "ST"] | None = Field(
+        None,
+        description="truth the networks train on when it differs from 'truth' (the scored "
+        "one): e.g. truth GT + train_truth ST trains on silver truth, scores on gold; "
+        "null = the same",
+    )
+    context_frames: bool = Field(
+        False,
+        description="also convert the frames without any truth, unannotated, as time "
+        "context for models that read frame windows (lstm_unet)",
+    )
 
 
 class OutlineOptions(Options):

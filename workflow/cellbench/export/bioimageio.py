@@ -114,8 +114,9 @@ def _has_network(model_dir: Path) -> bool:
     config = model_dir / "config.json"
     if not config.is_file():
         return False
-    entry = MODEL_FAMILIES.get(str(read_json(config).get("family")))
-    return bool(entry and entry.trainable)
+    family = str(read_json(config).get("family"))
+    entry = MODEL_FAMILIES.get(family)
+    return bool(entry and entry.trainable and family in PACKAGED_FAMILIES)
 
 
 def rank_models(
@@ -134,8 +135,8 @@ def rank_models(
     models : sequence of str
         The candidates (e.g. params.yaml's ``run.models``); ties keep this order.
     network_only : bool
-        Leave out models without a trained network (``classical``), which have
-        nothing to package.
+        Keep only models whose network a package can hold (:data:`PACKAGED_FAMILIES`);
+        ``classical`` has none, and the other families' outputs are not covered.
 
     Returns
     -------
@@ -495,7 +496,7 @@ def _documentation(
         + ", ".join(f"`{k}` = {v}" for k, v in thresholds.get("selected", {}).items())
         + ". `cellbench segment --model-dir <model folder> <images>` runs the whole "
         "pipeline.",
-        "- Test-time augmentation and tiled blending as cellbench does them.",
+        "- Test-time augmentation and tiling as cellbench does them.",
     ]
     if diameter > 0:
         lines.append(
@@ -595,8 +596,10 @@ def package_model(
     family = model.family
     if family.family not in PACKAGED_FAMILIES:
         raise ConfigError(
-            f"{model_dir}: a '{family.family}' model has no network to package; bioimage.io "
-            f"packages are made of {' or '.join(PACKAGED_FAMILIES)} models. Pick one of those."
+            f"{model_dir}: a '{family.family}' model cannot be packaged (no network, or one "
+            "whose outputs the package's weights format and post-processing description do "
+            f"not cover); bioimage.io packages are made of {' or '.join(PACKAGED_FAMILIES)} "
+            "models. Pick one of those."
         )
     spec = _import_spec()
     config = dict(model.config)

@@ -56,6 +56,14 @@ class ModelFamily(ABC):
     categorical_targets: ClassVar[tuple[int, ...]] = ()
     #: names of the channels of the saved maps, for the report and napari.
     map_names: ClassVar[tuple[str, ...]] = ()
+    #: map channels holding ids or per-instance values: resized with nearest neighbour.
+    categorical_maps: ClassVar[tuple[int, ...]] = ()
+    #: whether maps may be put together from tiles and averaged (test-time
+    #: augmentation); False (per-image instance ids): images are predicted whole.
+    blendable_maps: ClassVar[bool] = True
+    #: whether the family needs time-lapse data (skipped on datasets without time,
+    #: see :mod:`cellbench.skip`).
+    needs_time: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Options) -> None:
         from cellbench.models.registry import family_entry
@@ -73,6 +81,16 @@ class ModelFamily(ABC):
 
     # -- network families -------------------------------------------------------------
     @property
+    def frames(self) -> int:
+        """Frames of a time window the network reads (1 = single images; ``frames`` option).
+
+        With ``frames > 1`` the network input stacks the window's frames along the
+        channel axis, oldest first: ``(frames * in_channels, H, W)``; the maps and
+        targets belong to the last frame (see :mod:`cellbench.sequences`).
+        """
+        return int(getattr(self.options, "frames", 1))
+
+    @property
     def in_channels(self) -> int:
         """Image channels the family reads (the ``in_channels`` option)."""
         channels = self.options.in_channels
@@ -83,8 +101,13 @@ class ModelFamily(ABC):
             )
         return int(channels)
 
-    def build_network(self):  # -> torch.nn.Module
-        """Return an untrained ``torch.nn.Module``: ``(B, in_channels, H, W) -> (B, n_outputs, H, W)``."""
+    def build_network(self, *, load_weights: bool = True):  # -> torch.nn.Module
+        """Return an untrained ``torch.nn.Module``: ``(B, in_channels, H, W) -> (B, n_outputs, H, W)``.
+
+        ``load_weights=False`` skips downloading pretrained weights (``encoder_weights``,
+        ``pretrained_backbone``): what loading a trained model folder does, since its
+        weights replace them anyway, so a model trained online loads offline.
+        """
         raise NotImplementedError(f"model family '{self.family}' has no network")
 
     def make_target(self, labels: np.ndarray) -> np.ndarray:
@@ -94,6 +117,23 @@ class ModelFamily(ABC):
     def loss(self, logits, target):  # (B, n_out, H, W), (B, K, H, W) -> scalar tensor
         """Training loss of raw network outputs against targets."""
         raise NotImplementedError(f"model family '{self.family}' has no loss")
+
+    def training_loss(self, net, images, target):
+        """Loss of one training batch: ``images (B, C, H, W)``, ``target (B, K, H, W)`` tensors.
+
+        Default ``loss(net(images), target)``; families whose network computes its own
+        losses (Mask R-CNN) override it. Called with the network in training mode.
+        """
+        return self.loss(net(images), target)
+
+    def validation_loss(self, net, images, target, size: tuple[int, int]):
+        """Loss of one validation image (network in eval mode, under ``no_grad``).
+
+        ``images`` ``(1, C, H', W')`` is the image reflect-padded at the bottom / right
+        to a multiple of 32; ``target`` ``(1, K, H, W)`` is not padded; ``size = (H, W)``.
+        """
+        h, w = size
+        return self.loss(net(images)[:, :, :h, :w], target)
 
     def activate(self, logits):  # (B, n_out, H, W) -> (B, M, H, W)
         """Raw network outputs -> the maps the predict stage saves (e.g. softmax)."""

@@ -59,8 +59,8 @@ class Flow(ModelFamily):
         return float(self.options.contour_weight)
 
     # -- network ------------------------------------------------------------------------
-    def build_network(self):
-        return build_smp_unet(self.options, classes=3)
+    def build_network(self, *, load_weights: bool = True):
+        return build_smp_unet(self.options, classes=3, load_weights=load_weights)
 
     def make_target(self, labels: np.ndarray) -> np.ndarray:
         """``(3, H, W)``: 5 x dy, 5 x dx, cell probability; plus contour closeness when weighted."""

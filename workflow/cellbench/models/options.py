@@ -24,6 +24,13 @@ from cellbench.options import Options
 
 __all__ = [
     "ClassicalOptions",
+    "EmbeddingOptions",
+    "EmbeddingThresholds",
+    "LSTMUNetOptions",
+    "MaskRCNNOptions",
+    "MaskRCNNThresholds",
+    "ScaledOptions",
+    "WatershedOptions",
     "ClassicalThresholds",
     "FlowOptions",
     "FlowThresholds",
@@ -86,27 +93,16 @@ class TrainingOptions(Options):
     select_every: int = Field(
         5, ge=1, description="with select_by val_mean_ap: score the val images every N epochs"
     )
+    foreground_crop: Probability = Field(
+        0.0,
+        description="probability that a training crop is centred on an object pixel (the "
+        "rest are uniform, so empty and border crops are still seen)",
+    )
 
 
-class NetworkOptions(TrainingOptions):
-    """A segmentation-models-pytorch U-Net: training settings plus the architecture."""
+class ScaledOptions(TrainingOptions):
+    """A network that reads images of ``in_channels`` channels at a normalised object size."""
 
-    encoder: Encoder = Field(
-        "resnet18", description="segmentation-models-pytorch encoder (or 'tu-<timm model>')"
-    )
-    encoder_weights: (
-        Literal["imagenet", "ssl", "swsl", "instagram", "noisy-student", "advprop"] | None
-    ) = Field(None, description="pretrained encoder weights (need the internet); null = random")
-    encoder_depth: int = Field(4, ge=3, le=5, description="encoder stages (downsamplings)")
-    decoder_channels: tuple[PositiveInt, ...] = Field(
-        (64, 32, 16, 16),
-        min_length=3,
-        max_length=5,
-        description="channels of each decoder block; the first encoder_depth are used",
-    )
-    attention: Literal["none", "scse"] = Field(
-        "none", description="decoder attention: none or scse (spatial + channel squeeze-excite)"
-    )
     in_channels: Annotated[int, Field(ge=1, le=4)] | Literal["auto"] = Field(
         1,
         description="image channels fed to the network (grey = 1, colour = 3); auto: 3 when "
@@ -135,6 +131,27 @@ class NetworkOptions(TrainingOptions):
     )
     tta: bool = Field(
         False, description="test-time augmentation: average the 8 flips / 90-degree rotations"
+    )
+
+
+class NetworkOptions(ScaledOptions):
+    """A segmentation-models-pytorch U-Net: training settings plus the architecture."""
+
+    encoder: Encoder = Field(
+        "resnet18", description="segmentation-models-pytorch encoder (or 'tu-<timm model>')"
+    )
+    encoder_weights: (
+        Literal["imagenet", "ssl", "swsl", "instagram", "noisy-student", "advprop"] | None
+    ) = Field(None, description="pretrained encoder weights (need the internet); null = random")
+    encoder_depth: int = Field(4, ge=3, le=5, description="encoder stages (downsamplings)")
+    decoder_channels: tuple[PositiveInt, ...] = Field(
+        (64, 32, 16, 16),
+        min_length=3,
+        max_length=5,
+        description="channels of each decoder block; the first encoder_depth are used",
+    )
+    attention: Literal["none", "scse"] = Field(
+        "none", description="decoder attention: none or scse (spatial + channel squeeze-excite)"
     )
 
     @model_validator(mode="after")
@@ -175,8 +192,8 @@ class ClassicalThresholds(Options):
     min_distance: int = Field(ge=1, description="minimum seed distance, px")
 
 
-class UNetOptions(NetworkOptions):
-    """``unet``: background / interior / boundary U-Net, seeded watershed."""
+class WatershedOptions(Options):
+    """Background / interior / boundary classes and their seeded watershed (unet, lstm_unet)."""
 
     boundary_width: int = Field(2, ge=1, description="boundary class thickness, px")
     class_weights: tuple[NonNegative, ...] = Field(
@@ -184,6 +201,18 @@ class UNetOptions(NetworkOptions):
         min_length=3,
         max_length=3,
         description="cross-entropy weights of background, interior, boundary",
+    )
+    closing_radius: int = Field(
+        0,
+        ge=0,
+        description="after the watershed, close each instance with a disk of this radius, px "
+        "(0 = off)",
+    )
+    area_opening: int = Field(
+        0,
+        ge=0,
+        description="after the closing, area opening: remove connected pieces of instances "
+        "smaller than this, px (0 = off)",
     )
     seed_threshold: tuple[Probability, ...] = Field(
         (0.7, 0.5, 0.8, 0.9),
@@ -200,6 +229,10 @@ class UNetOptions(NetworkOptions):
         min_length=1,
         description="tuning grid: h-maxima depth (px) splitting pinched seeds; 0 = no split",
     )
+
+
+class UNetOptions(NetworkOptions, WatershedOptions):
+    """``unet``: background / interior / boundary U-Net, seeded watershed."""
 
 
 class UNetThresholds(Options):
@@ -248,3 +281,162 @@ class FlowThresholds(Options):
     flow_threshold: float | None = Field(
         ge=0, description="flow-error quality control threshold; 0 or null = off"
     )
+
+
+class LSTMUNetOptions(ScaledOptions, WatershedOptions):
+    """``lstm_unet``: U-Net with a ConvLSTM cell opening each encoder level, on frame windows."""
+
+    frames: int = Field(
+        5,
+        ge=1,
+        le=16,
+        description="window length: each frame is predicted from itself and the frames-1 "
+        "frames before it in its sequence",
+    )
+    encoder_channels: tuple[PositiveInt, ...] = Field(
+        (16, 32, 64, 128),
+        min_length=2,
+        max_length=6,
+        description="feature channels of each encoder level (one ConvLSTM cell + two "
+        "convolutions per level; the decoder mirrors them)",
+    )
+    foreground_crop: Probability = Field(
+        0.7,
+        description="probability that a training crop is centred on an object pixel (the "
+        "rest are uniform, so empty and border crops are still seen)",
+    )
+
+
+class EmbeddingOptions(NetworkOptions):
+    """``embedding``: per-pixel embeddings + foreground map, clustered into instances."""
+
+    embedding_dim: int = Field(8, ge=2, le=64, description="dimension of the pixel embedding")
+    loss: Literal["contrastive", "discriminative"] = Field(
+        "contrastive",
+        description="contrastive: cosine loss on sampled pixel pairs; discriminative: pull "
+        "pixels to their instance mean, push instance means apart (cosine distance)",
+    )
+    sampling: Literal["windowed", "uniform"] = Field(
+        "windowed",
+        description="contrastive pixel sampling: every object pixel of a random window "
+        "(contrasts neighbouring instances) or random object pixels over the whole crop",
+    )
+    sample_pixels: int = Field(
+        1024, ge=16, description="contrastive: pixels sampled per crop (uniform sampling)"
+    )
+    window_size: int = Field(
+        32, ge=4, description="contrastive: side of the sampling window, px (windowed sampling)"
+    )
+    margin: float = Field(
+        0.5,
+        ge=0,
+        le=2,
+        description="cosine distance beyond which two pixels of different instances (or two "
+        "instance means) stop being pushed apart",
+    )
+    pull_margin: float = Field(
+        0.1,
+        ge=0,
+        le=2,
+        description="discriminative: cosine distance to the instance mean within which a "
+        "pixel is no longer pulled",
+    )
+    foreground_weight: float = Field(
+        1.0, ge=0, description="weight of the foreground loss (BCE + Dice) in the total"
+    )
+    clustering: Literal["fast", "agglomerative"] = Field(
+        "fast",
+        description="post-processing: fast (regions without embedding boundaries as seeds, "
+        "pixels grown into the most similar adjacent seed, similar neighbours merged) or "
+        "agglomerative (the source's: average-linkage cosine clustering on a coarse grid, "
+        "erosion, connected components, upsampling; pixels between clusters join the most "
+        "similar neighbour)",
+    )
+    cluster_grid: int = Field(
+        64,
+        ge=16,
+        le=512,
+        description="agglomerative: the embeddings are downsampled so the longer side has "
+        "this many cells",
+    )
+    erosion_radius: int = Field(
+        1, ge=0, description="agglomerative: erosion (disk radius, grid cells) of each cluster"
+    )
+    foreground_threshold: tuple[Probability, ...] = Field(
+        (0.5, 0.4, 0.6),
+        min_length=1,
+        description="tuning grid: foreground probability of an object pixel (first = default)",
+    )
+    distance_threshold: tuple[Annotated[float, Field(gt=0, le=2)], ...] = Field(
+        (0.3, 0.2, 0.4, 0.5),
+        min_length=1,
+        description="tuning grid: cosine distance that separates two instances (fast: pixels "
+        "up to 4 px apart that differ more mark a boundary; agglomerative: the linkage cut)",
+    )
+
+
+class EmbeddingThresholds(Options):
+    """One tuned ``embedding`` post-processing setting."""
+
+    foreground_threshold: float = Field(ge=0, le=1, description="foreground probability")
+    distance_threshold: float = Field(gt=0, le=2, description="cosine distance cut")
+
+
+class MaskRCNNOptions(ScaledOptions):
+    """``maskrcnn``: torchvision Mask R-CNN, overlapping masks resolved by score."""
+
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = Field(
+        "resnet50", description="ResNet of the FPN backbone (torchvision's Mask R-CNN: resnet50)"
+    )
+    pretrained_backbone: bool = Field(
+        False, description="ImageNet weights for the backbone (need the internet); false = random"
+    )
+    learning_rate: float = Field(
+        0.0003, gt=0, description="peak learning rate of the one-cycle schedule (AdamW)"
+    )
+    anchor_sizes: tuple[PositiveInt, ...] = Field(
+        (8, 16, 32, 64, 128),
+        min_length=5,
+        max_length=5,
+        description="anchor side (px) of each of the 5 FPN levels; torchvision's default "
+        "(32 ... 512) misses nuclei",
+    )
+    max_detections: int = Field(
+        1000, ge=1, description="detections kept per image (torchvision's default: 100)"
+    )
+    rpn_pre_nms_top_n: int = Field(
+        6000, ge=1, description="region proposals per FPN level before NMS, at inference"
+    )
+    rpn_post_nms_top_n: int = Field(
+        3000, ge=1, description="region proposals kept after NMS, at inference"
+    )
+    box_nms_threshold: float = Field(
+        0.5, gt=0, le=1, description="IoU of two detections above which the weaker is dropped"
+    )
+    mask_threshold: float = Field(
+        0.5, gt=0, lt=1, description="mask probability of an object pixel within a detection"
+    )
+    tta: bool = Field(
+        False,
+        description="not available: detections cannot be averaged over flips (must be false)",
+    )
+    score_threshold: tuple[Probability, ...] = Field(
+        (0.5, 0.3, 0.4, 0.6, 0.7),
+        min_length=1,
+        description="tuning grid: detection score threshold (first = default)",
+    )
+
+    @model_validator(mode="after")
+    def _no_tta(self) -> Self:
+        if self.tta:
+            raise ValueError(
+                "tta: true is not available for maskrcnn (its detections cannot be averaged "
+                "over flips): set tta: false"
+            )
+        return self
+
+
+class MaskRCNNThresholds(Options):
+    """One tuned ``maskrcnn`` post-processing setting."""
+
+    score_threshold: float = Field(ge=0, le=1, description="detection score threshold")

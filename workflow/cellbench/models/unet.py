@@ -7,6 +7,9 @@ the interior and boundary classes. Maps: softmax probabilities ``(3, H, W)``.
 Post-processing: seeded watershed, seeds = interior > ``seed_threshold`` (pinched
 seeds split at distance-transform h-maxima of depth ``split_h``), mask =
 1 - P(background) > ``mask_threshold``; all three tuned on the validation split.
+Optionally each instance is then closed with a disk of ``closing_radius`` px and
+pieces smaller than ``area_opening`` px are removed
+(:func:`cellbench.postprocess.watershed.close_and_open`; both 0 = off).
 
 Options: :class:`cellbench.models.options.UNetOptions` (``cellbench options unet``
 prints every one with its type, default and description).
@@ -20,7 +23,7 @@ from skimage.segmentation import find_boundaries
 
 from cellbench.models.base import ModelFamily
 from cellbench.models.options import NetworkOptions, UNetThresholds
-from cellbench.postprocess.watershed import seeded_watershed
+from cellbench.postprocess.watershed import close_and_open, seeded_watershed
 
 __all__ = ["UNet", "build_smp_unet", "labels_to_classes"]
 
@@ -39,10 +42,12 @@ def labels_to_classes(labels: np.ndarray, boundary_width: int) -> np.ndarray:
     return classes
 
 
-def build_smp_unet(options: NetworkOptions, classes: int):
+def build_smp_unet(options: NetworkOptions, classes: int, *, load_weights: bool = True):
     """A ``segmentation_models_pytorch.Unet`` from network options (shared by U-Net-like families).
 
-    ``(B, options.in_channels, H, W) -> (B, classes, H, W)``.
+    ``(B, options.in_channels, H, W) -> (B, classes, H, W)``. ``load_weights=False``
+    builds the architecture without downloading ``encoder_weights`` (loading a trained
+    model, whose saved weights replace them).
 
     Raises
     ------
@@ -52,7 +57,7 @@ def build_smp_unet(options: NetworkOptions, classes: int):
     import segmentation_models_pytorch as smp
 
     depth = options.encoder_depth
-    weights = options.encoder_weights
+    weights = options.encoder_weights if load_weights else None
     try:
         return smp.Unet(
             encoder_name=options.encoder,
@@ -78,8 +83,8 @@ class UNet(ModelFamily):
     map_names = ("background", "interior", "boundary")
     categorical_targets = (0,)
 
-    def build_network(self):
-        return build_smp_unet(self.options, classes=3)
+    def build_network(self, *, load_weights: bool = True):
+        return build_smp_unet(self.options, classes=3, load_weights=load_weights)
 
     def make_target(self, labels: np.ndarray) -> np.ndarray:
         classes = labels_to_classes(labels, self.options.boundary_width)
@@ -105,7 +110,7 @@ class UNet(ModelFamily):
         return logits.softmax(dim=1)
 
     def postprocess(self, maps: np.ndarray, thresholds: UNetThresholds) -> np.ndarray:
-        return seeded_watershed(
+        labels = seeded_watershed(
             maps[1],
             1.0 - maps[0],
             seed_threshold=thresholds.seed_threshold,
@@ -113,6 +118,11 @@ class UNet(ModelFamily):
             min_size=self.options.min_size,
             split_h=thresholds.split_h,
         )
+        radius = self.options.closing_radius
+        opening = self.options.area_opening
+        if radius > 0 or opening > 0:
+            labels = close_and_open(labels, closing_radius=radius, area_opening=opening)
+        return labels
 
     def threshold_grid(self) -> list[UNetThresholds]:
         return self.candidates(

@@ -31,6 +31,7 @@ from cellbench.datasets.base import read_index
 from cellbench.datasets.registry import DATASET_KINDS
 from cellbench.io import read_json, read_labels
 from cellbench.modelfolder import params_hash
+from cellbench.skip import read_skipped
 
 __all__ = [
     "MAX_AREA_IMAGES",
@@ -39,6 +40,7 @@ __all__ = [
     "DatasetData",
     "ModelRun",
     "Provenance",
+    "SkippedRun",
     "collect",
     "read_per_image",
 ]
@@ -83,6 +85,16 @@ class ModelRun:
     masks_dir: Path | None = None
 
 
+@dataclass(frozen=True)
+class SkippedRun:
+    """A dataset x model combination that does not apply (:mod:`cellbench.skip`)."""
+
+    dataset: str
+    model: str
+    family: str
+    reason: str
+
+
 @dataclass
 class DatasetData:
     """One converted dataset: its index, split and measured object sizes."""
@@ -122,9 +134,13 @@ class Collected:
     datasets: list[DatasetData]
     runs: list[ModelRun]
     provenance: Provenance
+    skipped: list[SkippedRun] = field(default_factory=list)
 
     def runs_of(self, dataset: str) -> list[ModelRun]:
         return [r for r in self.runs if r.dataset == dataset]
+
+    def skipped_of(self, dataset: str) -> list[SkippedRun]:
+        return [r for r in self.skipped if r.dataset == dataset]
 
 
 # ----------------------------------------------------------------------------- readers
@@ -284,7 +300,12 @@ def provenance(params: Params, cwd: Path | None = None) -> Provenance:
 def collect(params: Params, data: Path, results: Path, cwd: Path | None = None) -> Collected:
     """Read every input of the page for the datasets and models of ``params.run_*``."""
     datasets = [_dataset(params, d, Path(data)) for d in params.run_datasets]
-    runs = [
-        _run(params, d, m, Path(results)) for d in params.run_datasets for m in params.run_models
-    ]
-    return Collected(params, datasets, runs, provenance(params, cwd))
+    runs, skipped = [], []
+    for d in params.run_datasets:
+        for m in params.run_models:
+            record = read_skipped(Path(results) / "scores" / d / m)
+            if record is not None:
+                skipped.append(SkippedRun(d, m, params.model(m).family, str(record["reason"])))
+            else:
+                runs.append(_run(params, d, m, Path(results)))
+    return Collected(params, datasets, runs, provenance(params, cwd), skipped)

@@ -294,6 +294,7 @@ def _overview(collected: Collected, boards: dict[str, tables.Leaderboard]) -> di
                 "anchor": f"dataset-{k}",
                 "column": column,
                 "cells": [by_model.get(m) for m in collected.params.run_models],
+                "skipped": {r.model: r.reason for r in collected.skipped_of(ds.name)},
             }
         )
     return {"models": list(collected.params.run_models), "rows": rows}
@@ -344,6 +345,7 @@ def _dataset_view(
         if histories
         else None,
         "untrained": [r.model for r in runs if r.model not in histories],
+        "skipped": collected.skipped_of(ds.name),
         "cost": tables.cost_rows(runs),
         "gallery": _gallery(ds, runs, head.key, crop),
     }
@@ -449,6 +451,18 @@ def write_assets(
             svg = charts.training_svg(
                 history, f"{ds.name}-{r.model}-training", {r.model: colours.get(r.model, 0)}
             )
+            target = assets / "training" / ds.name / f"{r.model}.svg"
+            text = svg.encode("ascii", "xmlcharrefreplace").decode("ascii")
+            written.append(
+                write_text(target, '<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n")
+            )
+        for r in collected.skipped_of(ds.name):  # the empty score table that says why
+            scores = results / "scores" / ds.name / r.model
+            for name in ("per_image.csv", "summary.json"):
+                target = assets / "scores" / ds.name / r.model / name
+                _copy(scores / name, target)
+                written.append(target)
+            svg = charts.training_svg({}, f"{ds.name}-{r.model}-training", {})
             target = assets / "training" / ds.name / f"{r.model}.svg"
             text = svg.encode("ascii", "xmlcharrefreplace").decode("ascii")
             written.append(
