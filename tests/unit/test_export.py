@@ -410,3 +410,23 @@ def test_model_channels_match_to_model_input() -> None:
             to_model_input(image, channels),
             rtol=1e-6,
         )
+
+
+def test_best_network_for_bioimageio_skips_families_it_cannot_package(tmp_path) -> None:
+    """A better maskrcnn / embedding / lstm_unet model is passed over for the best unet / flow."""
+    from cellbench.export.bioimageio import best_model
+    from cellbench.io import write_json
+
+    for model, family, score in (
+        ("mrcnn", "maskrcnn", 0.9),
+        ("emb", "embedding", 0.8),
+        ("u", "unet", 0.5),
+        ("c", "classical", 0.95),
+    ):
+        write_json(tmp_path / "models/ds" / model / "config.json", {"family": family})
+        write_json(
+            tmp_path / "scores/ds" / model / "summary.json",
+            {"per_image_mean": {"mean_ap": score}},
+        )
+    ranked = best_model(tmp_path, "ds", ["mrcnn", "emb", "u", "c"], network_only=True)
+    assert ranked.model == "u"

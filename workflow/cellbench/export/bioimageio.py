@@ -596,10 +596,15 @@ def package_model(
     family = model.family
     if family.family not in PACKAGED_FAMILIES:
         raise ConfigError(
-            f"{model_dir}: a '{family.family}' model cannot be packaged (no network, or one "
-            "whose outputs the package's weights format and post-processing description do "
-            f"not cover); bioimage.io packages are made of {' or '.join(PACKAGED_FAMILIES)} "
-            "models. Pick one of those."
+            f"{model_dir}: a '{family.family}' model "
+            + (
+                "has no network to package"
+                if not family.trainable
+                else "cannot be packaged (its outputs are not among those the package's "
+                "post-processing description covers)"
+            )
+            + f"; bioimage.io packages are made of {' or '.join(PACKAGED_FAMILIES)} models. "
+            "Pick one of those."
         )
     spec = _import_spec()
     config = dict(model.config)
