@@ -149,3 +149,38 @@ def test_frames_of_different_sizes_in_one_window_are_named(tmp_path: Path) -> No
     writer.finish()
     with pytest.raises(ValueError, match=r"t0.tif: shape \(20, 20\) differs from frame t1"):
         load_window_inputs(tmp_path / "conv", ["t1"], 1, 2)
+
+
+def test_train_labels_train_and_fill_in_validation(tmp_path: Path) -> None:
+    """Silver truth (train_labels/) trains; val uses it only where there is no gold truth."""
+    from cellbench.datasets.base import ConvertedWriter
+    from cellbench.train import load_split
+
+    writer = ConvertedWriter(tmp_path / "conv")
+    gold = np.zeros((20, 20), np.uint16)
+    gold[2:6, 2:6] = 1  # partial: one cell of two
+    silver = gold.copy()
+    silver[10:15, 10:15] = 2
+    image = np.zeros((20, 20), np.uint8)
+    for k, has_gold in enumerate([True, False, True, False]):
+        writer.add(
+            f"t{k}",
+            image,
+            gold if has_gold else None,
+            annotation="partial" if has_gold else "none",
+            sequence="01",
+            frame=k,
+            train_labels=silver,
+        )
+    writer.finish()
+    split = pd.DataFrame(
+        {"id": ["t0", "t1", "t2", "t3"], "split": ["train", "train", "val", "val"]}
+    )
+    train = load_split(tmp_path / "conv", split, "train", 1, frames=1)
+    assert [s.id for s in train] == ["t0", "t1"]
+    assert all(s.labels.max() == 2 and s.annotation == "full" for s in train)
+    val = {
+        s.id: s for s in load_split(tmp_path / "conv", split, "val", 1, frames=1, full_only=False)
+    }
+    assert val["t2"].labels.max() == 1 and val["t2"].annotation == "partial"  # gold kept
+    assert val["t3"].labels.max() == 2 and val["t3"].annotation == "full"  # silver fills in

@@ -109,17 +109,21 @@ def load_split(
     """Load the images of one split, normalised for the network.
 
     ``full_only`` skips partially annotated images (training on them would teach
-    that unlabelled cells are background) unless there are no others. In the
-    ``train`` split, images with train labels (``train_labels/``, e.g. CTC silver
-    truth) are loaded with those, as fully annotated. With
+    that unlabelled cells are background) unless there are no others. Images
+    with train labels (``train_labels/``, e.g. CTC silver truth) are loaded with
+    those, as fully annotated: in the ``train`` split all of them, in ``val`` those
+    without scored labels (``annotation: none``). With
     ``frames > 1`` each image is the time window ending at it
     (:func:`cellbench.sequences.load_window_inputs`, context from the same split or
     from frames in no split); its labels are those of its own (last) frame.
     """
     index = pd.read_csv(converted / "index.csv", dtype={"id": str}, keep_default_na=False)
     annotation = dict(zip(index["id"], index["annotation"], strict=True))
-    # the train split learns from train labels where the dataset has them (complete)
-    trained = train_label_ids(converted) if which == "train" else set()
+    # train labels (complete) where the dataset has them: every train image learns from
+    # them; val images use them only where there is no scored truth to tune on
+    trained = train_label_ids(converted)
+    if which != "train":
+        trained = {i for i in trained if annotation.get(i) == "none"} if which == "val" else set()
     annotation.update(dict.fromkeys(trained, "full"))
     ids = [i for i in split.loc[split["split"] == which, "id"] if annotation.get(i) != "none"]
     if full_only and any(annotation.get(i) == "full" for i in ids):

@@ -420,8 +420,14 @@ class MaskRCNNOptions(ScaledOptions):
         False,
         description="not available: detections cannot be averaged over flips (must be false)",
     )
+    select_by: Literal["val_loss", "val_mean_ap"] = Field(
+        "val_mean_ap",
+        description="keep the epoch with the best val mean AP after post-processing "
+        "(default; Mask R-CNN's validation losses are computed in training mode with "
+        "BatchNorm statistics that lag early on) or the lowest val loss",
+    )
     score_threshold: tuple[Probability, ...] = Field(
-        (0.5, 0.3, 0.4, 0.6, 0.7),
+        (0.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7),
         min_length=1,
         description="tuning grid: detection score threshold (first = default)",
     )
