@@ -18,7 +18,7 @@ from cellbench.models.maskrcnn import (
     paint_detections,
     threshold_maps,
 )
-from cellbench.models.options import MaskRCNNThresholds
+from cellbench.models.options import MaskRCNNOptions, MaskRCNNThresholds
 from tiny_networks import write_tiny_dataset
 
 TINY_MASKRCNN = {
@@ -72,7 +72,8 @@ def test_make_target_and_family_settings() -> None:
     np.testing.assert_array_equal(target[0], labels)
     assert fam.categorical_targets == (0,) and fam.categorical_maps == (0, 1)
     assert fam.map_names == ("instance", "score") and not fam.blendable_maps
-    assert [t.score_threshold for t in fam.threshold_grid()] == [0.5, 0.3, 0.4, 0.6, 0.7]
+    assert [t.score_threshold for t in fam.threshold_grid()] == list(fam.options.score_threshold)
+    assert fam.threshold_grid()[0].score_threshold == 0.5
 
 
 def test_instance_targets_boxes_slivers_and_empty() -> None:
@@ -244,7 +245,8 @@ def test_train_predict_postprocess_round_trip(tmp_path: Path) -> None:
     config = train_model(cfg, "tiny", converted, split, out, seed=0, device="cpu", progress=False)
     assert config["epochs_run"] == 2 and config["map_names"] == ["instance", "score"]
     tuned = read_json(out / "thresholds.json")
-    assert set(tuned["selected"]) == {"score_threshold"} and len(tuned["grid"]) == 5
+    assert set(tuned["selected"]) == {"score_threshold"}
+    assert len(tuned["grid"]) == len(MaskRCNNOptions().score_threshold)
     assert predict_dir(out, converted, split, tmp_path / "pred", device="cpu") == 1
     maps = tifffile.imread(tmp_path / "pred" / "img3.tif")
     assert maps.shape == (2, 80, 96) and maps.dtype == np.float32
