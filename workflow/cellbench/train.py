@@ -121,9 +121,11 @@ def load_split(
     annotation = dict(zip(index["id"], index["annotation"], strict=True))
     # train labels (complete) where the dataset has them: every train image learns from
     # them; val images use them only where there is no scored truth to tune on
-    trained = train_label_ids(converted)
-    if which != "train":
-        trained = {i for i in trained if annotation.get(i) == "none"} if which == "val" else set()
+    trained = set()
+    if which == "train":
+        trained = train_label_ids(converted)
+    elif which == "val":
+        trained = {i for i in train_label_ids(converted) if annotation.get(i) == "none"}
     annotation.update(dict.fromkeys(trained, "full"))
     ids = [i for i in split.loc[split["split"] == which, "id"] if annotation.get(i) != "none"]
     if full_only and any(annotation.get(i) == "full" for i in ids):

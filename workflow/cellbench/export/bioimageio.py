@@ -108,15 +108,10 @@ def _score(summary: dict[str, Any], metric: str) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
-def _has_network(model_dir: Path) -> bool:
-    from cellbench.models.registry import MODEL_FAMILIES
-
+def _packageable(model_dir: Path) -> bool:
+    """Whether the model folder holds a network a package can describe (PACKAGED_FAMILIES)."""
     config = model_dir / "config.json"
-    if not config.is_file():
-        return False
-    family = str(read_json(config).get("family"))
-    entry = MODEL_FAMILIES.get(family)
-    return bool(entry and entry.trainable and family in PACKAGED_FAMILIES)
+    return config.is_file() and str(read_json(config).get("family")) in PACKAGED_FAMILIES
 
 
 def rank_models(
@@ -156,7 +151,7 @@ def rank_models(
     candidates = []
     for model in models:
         model_dir = results_dir / "models" / dataset / model
-        if network_only and not _has_network(model_dir):
+        if network_only and not _packageable(model_dir):
             continue
         path = results_dir / "scores" / dataset / model / "summary.json"
         if not path.is_file():
