@@ -43,10 +43,8 @@ def family(**options):
     return get_family(ModelConfig("maskrcnn", "maskrcnn", {**TINY_MASKRCNN, **options}))
 
 
-def light(net):
-    """Sample 64 regions per image for the box / mask heads (torchvision: 512): faster steps."""
-    net.model.roi_heads.fg_bg_sampler.batch_size_per_image = 64
-    return net
+def net_sampler_size(fam) -> int:
+    return fam.build_network(load_weights=False).model.roi_heads.fg_bg_sampler.batch_size_per_image
 
 
 def disc_batch(seed: int = 0, n: int = 2, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,8 +105,10 @@ def test_training_loss_handles_empty_crops_and_slivers() -> None:
 
 def test_loss_decreases_on_a_tiny_batch() -> None:
     torch.manual_seed(0)
-    fam = family()
-    net = light(fam.build_network()).train()
+    fam = family(roi_batch_size=64)
+    # the option reaches torchvision's sampler of regions for the box / mask heads
+    assert net_sampler_size(fam) == 64
+    net = fam.build_network(load_weights=False).train()
     images, ids = disc_batch(2)
     opt = torch.optim.AdamW(net.parameters(), lr=fam.options.learning_rate)
     losses = []

@@ -38,7 +38,8 @@ ResNet-FPN backbone (``backbone``) with
 - inference limits ``rpn_pre_nms_top_n`` (per level), ``rpn_post_nms_top_n``,
   ``max_detections``, box NMS at ``box_nms_threshold``, and a low score floor
   (``SCORE_FLOOR`` or the lowest tuning candidate), since the score threshold is
-  tuned later on the maps; training keeps torchvision's proposal numbers (2000).
+  tuned later on the maps; training keeps torchvision's proposal numbers (2000)
+  and samples ``roi_batch_size`` of them per crop for the heads (torchvision: 512).
 - random initialisation (default): every layer trainable, ordinary BatchNorm,
   the first convolution reads ``in_channels`` channels. ``pretrained_backbone:
   true``: torchvision's ImageNet ResNet weights (need the internet), frozen
@@ -398,6 +399,7 @@ def build_maskrcnn(options: MaskRCNNOptions, *, load_weights: bool = True) -> Ma
         box_score_thresh=floor,
         box_nms_thresh=options.box_nms_threshold,
         box_detections_per_img=options.max_detections,
+        box_batch_size_per_image=options.roi_batch_size,
     )
     model.transform = _AtOwnScale(min_size=1, max_size=1, image_mean=mean, image_std=std)
     _init_predictors(model)
