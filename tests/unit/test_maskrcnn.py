@@ -43,10 +43,6 @@ def family(**options):
     return get_family(ModelConfig("maskrcnn", "maskrcnn", {**TINY_MASKRCNN, **options}))
 
 
-def net_sampler_size(fam) -> int:
-    return fam.build_network(load_weights=False).model.roi_heads.fg_bg_sampler.batch_size_per_image
-
-
 def disc_batch(seed: int = 0, n: int = 2, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Bright discs on a dark background: images ``(n, 1, size, size)``, ids ``(n, 1, ...)``."""
     rng = np.random.default_rng(seed)
@@ -106,9 +102,9 @@ def test_training_loss_handles_empty_crops_and_slivers() -> None:
 def test_loss_decreases_on_a_tiny_batch() -> None:
     torch.manual_seed(0)
     fam = family(roi_batch_size=64)
-    # the option reaches torchvision's sampler of regions for the box / mask heads
-    assert net_sampler_size(fam) == 64
     net = fam.build_network(load_weights=False).train()
+    # the option reaches torchvision's sampler of regions for the box / mask heads
+    assert net.model.roi_heads.fg_bg_sampler.batch_size_per_image == 64
     images, ids = disc_batch(2)
     opt = torch.optim.AdamW(net.parameters(), lr=fam.options.learning_rate)
     losses = []
