@@ -24,6 +24,8 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/curves.smk"
+include: "workflow/rules/cross.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 

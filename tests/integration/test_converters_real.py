@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from cellbench.datasets.base import (
     raw_root,
     read_index,
 )
-from cellbench.io import atomic_dir, read_image, read_labels
+from cellbench.io import CellbenchIOError, atomic_dir, read_image, read_labels
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
@@ -136,6 +137,41 @@ def test_dsb2018_stage1_test_matches_solution(shared_data, dsb):
         assert index.loc[image_id, "n_instances"] == len(masks)
     assert set(index["cell_type"]) <= {"fluorescence", "brightfield", "stained"}
     assert "stained" in set(index["cell_type"])
+
+
+def test_dsb2018_image_types_and_threads_give_the_same_files(
+    shared_data, dsb, tmp_path, monkeypatch
+):
+    """The fluorescent subset keeps exactly those rows; one thread writes what the pool writes."""
+    from cellbench.datasets import dsb2018
+
+    out, index = dsb
+    monkeypatch.setattr(dsb2018, "WORKERS", 1)
+    cfg = _cfg("dsb2018", image_types=["fluorescence"])
+    fluo = _convert(get_dataset(cfg), shared_data / "dsb2018", tmp_path / "fluo")
+    expected = index[index["cell_type"] == "fluorescence"]
+    assert 0 < len(fluo) < len(index)
+    assert sorted(fluo.index) == sorted(expected.index)
+    assert set(fluo["official_split"]) == {"", "test"}  # train and official test both filtered
+    for image_id in fluo.index:
+        for folder in ("images", "labels"):
+            a = tifffile.imread(tmp_path / "fluo" / folder / f"{image_id}.tif")
+            b = tifffile.imread(out / folder / f"{image_id}.tif")
+            assert np.array_equal(a, b), (folder, image_id)
+    with pytest.raises(ValueError, match="image_types"):
+        get_dataset(_cfg("dsb2018", image_types=["phase"]))
+
+
+def test_dsb2018_unreadable_mask_names_the_file(shared_data, tmp_path):
+    folder = sorted((shared_data / "dsb2018" / "stage1_train").iterdir())[0]
+    raw = tmp_path / "raw" / "stage1_train" / folder.name
+    (raw / "masks").mkdir(parents=True)
+    (raw / "images").mkdir()
+    shutil.copy(folder / "images" / f"{folder.name}.png", raw / "images")
+    (raw / "masks" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    with pytest.raises(CellbenchIOError, match="broken.png: cannot read this mask PNG"):
+        _convert(get_dataset(_cfg("dsb2018", include_test=False)), tmp_path / "raw", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------------------

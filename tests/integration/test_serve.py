@@ -276,6 +276,19 @@ def _bad_uploads(tmp: Path, good: Path) -> list[tuple[str, dict, int, str]]:
     tifffile.imwrite(big, np.zeros((300, 300), np.uint8))
     flat = tmp / "flat.png"
     Image.fromarray(np.zeros((1, 1), np.uint8)).save(flat)
+    # memory bombs: small files that decode to about 300 MiB (tests/unit/test_serve_decode.py)
+    samples = io.BytesIO()
+    tifffile.imwrite(
+        samples,
+        np.zeros((1000, 1000, 300), np.uint8),
+        compression="zlib",
+        photometric="minisblack",
+        planarconfig="contig",
+    )
+    pages = io.BytesIO()
+    with tifffile.TiffWriter(pages) as tif:
+        for _ in range(2000):
+            tif.write(np.zeros((40000, 4), np.uint8), compression="zlib", metadata=None)
     return [
         ("empty", {"files": {"file": ("empty.tif", b"")}}, 415, "empty"),
         ("truncated TIFF", {"files": {"file": ("cut.tif", data[:3000])}}, 415, "decoded"),
@@ -300,7 +313,18 @@ def _bad_uploads(tmp: Path, good: Path) -> list[tuple[str, dict, int, str]]:
         ("z-stack", {"files": {"file": ("stack.tif", stack.read_bytes())}}, 422, "stack"),
         ("too many pixels", {"files": {"file": ("big.tif", big.read_bytes())}}, 422, "megapixels"),
         ("no file field", {"files": {"image": ("a.tif", data)}}, 422, "'file'"),
-        ("path in the name", {"files": {"file": ("../../etc/x.tif", b"")}}, 415, "empty"),
+        (
+            "300 samples per pixel",
+            {"files": {"file": ("samples.tif", samples.getvalue())}},
+            422,
+            "300 channels (samples per pixel; counted before decoding",
+        ),
+        (
+            "2000 pages",
+            {"files": {"file": ("pages.tif", pages.getvalue())}},
+            422,
+            "2000 pages, shape (2000, 40000, 4)",
+        ),
     ]
 
 
@@ -314,6 +338,29 @@ def test_bad_uploads_get_4xx_with_a_message(server: str, images, tmp_path: Path)
     assert unknown.status_code == 422 and "tiff" in unknown.text
     assert httpx.get(f"{server}/health").status_code == 200
     assert post(server, images["cells.tif"], fmt="tiff").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [
+        ("../../etc/x.tif", "x"),
+        ("..\\..\\Windows\\evil name;.tif", "evil_name"),
+        ("/abs/path/.hidden.tif", "hidden"),
+        ("../..", "upload"),
+    ],
+)
+def test_path_in_the_upload_name_is_never_a_path(
+    server: str, images, segmented, name: str, stem: str
+) -> None:
+    data = images["cells.tif"].read_bytes()
+    answer = httpx.post(
+        f"{server}/segment", params={"format": "tiff"}, files={"file": (name, data)}, timeout=120
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-disposition"] == f'attachment; filename="{stem}_masks.tif"'
+    assert np.array_equal(tifffile.imread(io.BytesIO(answer.content)), segmented["cells.tif"])
+    body = httpx.post(f"{server}/segment", files={"file": (name, data)}, timeout=120).json()
+    assert body["image"]["name"] == stem
 
 
 def test_report_best_serves_the_winner(project: Path, repo_root: Path) -> None:

@@ -275,6 +275,187 @@ def test_malicious_archive_is_refused(server, tmp_path, name):
     assert _listing(tmp_path / "box") == ["raw", "raw/keep.txt"]
 
 
+# --------------------------------------------------------------------------------------
+# Archive bombs: total size, entry count, free space, a full disk, forged headers
+# --------------------------------------------------------------------------------------
+
+BOMB_BYTES = 30_000_000  # zeros: a ZIP or TAR.GZ of a few tens of kB
+
+
+def _zip_bomb(path: Path, n_bytes: int = BOMB_BYTES) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("small.txt", b"fine")
+        with zf.open("zeros.bin", "w") as out:
+            for _ in range(n_bytes // 1_000_000):
+                out.write(bytes(1_000_000))
+    return path
+
+
+def _tar_bomb(path: Path, n_bytes: int = BOMB_BYTES) -> Path:
+    class Zeros(io.RawIOBase):
+        def __init__(self, n: int) -> None:
+            self.left = n
+
+        def readinto(self, buffer) -> int:
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+        def readable(self) -> bool:
+            return True
+
+    with tarfile.open(path, "w:gz") as tf:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = n_bytes
+        tf.addfile(info, io.BufferedReader(Zeros(n_bytes)))
+    return path
+
+
+@pytest.fixture()
+def box(tmp_path: Path) -> Path:
+    """A raw folder that already holds a file: after a refusal it must hold only that."""
+    target = tmp_path / "box" / "raw"
+    target.mkdir(parents=True)
+    (target / "keep.txt").write_text("already here")
+    return target
+
+
+@pytest.mark.parametrize("make", [_zip_bomb, _tar_bomb], ids=["zip", "tar.gz"])
+def test_archive_bomb_is_refused_from_its_headers(tmp_path, box, monkeypatch, make):
+    archive = make(tmp_path / ("bomb.zip" if make is _zip_bomb else "bomb.tar.gz"))
+    assert archive.stat().st_size < 200_000  # a tiny download ...
+    monkeypatch.setenv(download.MAX_EXTRACT_GB_ENV, "0.01")  # ... that unpacks to 30 MB
+    written = []
+    monkeypatch.setattr(download._Budget, "copy", lambda *a: written.append(a))
+    monkeypatch.setattr(tarfile.TarFile, "extractall", lambda *a, **k: written.append(a))
+    with pytest.raises(download.UnsafeArchiveError) as err:
+        download.safe_extract(archive, box)
+    text = str(err.value)
+    assert str(archive) in text and "0.03 GB" in text and "0.01 GB" in text
+    assert "zip bomb" in text and f"{download.MAX_EXTRACT_GB_ENV}=0.06)" in text
+    assert written == []  # refused before anything was unpacked
+    assert _listing(box.parent) == ["raw", "raw/keep.txt"]
+    # a real dataset that large: raising the limit lets it through
+    monkeypatch.undo()
+    monkeypatch.setenv(download.MAX_EXTRACT_GB_ENV, "0.05")
+    download.safe_extract(archive, box)
+    assert (box / "zeros.bin").stat().st_size == BOMB_BYTES
+
+
+def test_default_extract_limits_and_bad_settings(monkeypatch):
+    monkeypatch.delenv(download.MAX_EXTRACT_GB_ENV, raising=False)
+    monkeypatch.delenv(download.MAX_EXTRACT_FILES_ENV, raising=False)
+    assert download.extract_limits() == (50_000_000_000, 200_000)
+    monkeypatch.setenv(download.MAX_EXTRACT_GB_ENV, "lots")
+    with pytest.raises(download.DownloadError, match="CELLBENCH_MAX_EXTRACT_GB='lots': not a"):
+        download.extract_limits()
+    monkeypatch.setenv(download.MAX_EXTRACT_GB_ENV, "2")
+    monkeypatch.setenv(download.MAX_EXTRACT_FILES_ENV, "0")
+    with pytest.raises(download.DownloadError, match="CELLBENCH_MAX_EXTRACT_FILES='0'"):
+        download.extract_limits()
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_too_many_entries_are_refused(tmp_path, box, monkeypatch, kind):
+    entries = {f"d/f{i}.txt": b"x" for i in range(30)}
+    if kind == "zip":
+        archive = tmp_path / "many.zip"
+        archive.write_bytes(_zip_bytes(entries))
+    else:
+        archive = tmp_path / "many.tar"
+        with tarfile.open(archive, "w") as tf:
+            for name, data in entries.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    monkeypatch.setenv(download.MAX_EXTRACT_FILES_ENV, "10")
+    least = "at least 11" if kind == "tar" else "30"  # a TAR is read only up to the limit
+    message = f"holds {least} entries, more than the 10"
+    with pytest.raises(download.UnsafeArchiveError, match=message):
+        download.safe_extract(archive, box)
+    assert _listing(box.parent) == ["raw", "raw/keep.txt"]
+
+
+def test_archive_larger_than_the_free_space_is_refused(tmp_path, box, monkeypatch):
+    archive = tmp_path / "good.zip"
+    archive.write_bytes(GOOD)
+    usage = download.shutil.disk_usage(box)
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(download.DownloadError, match=r"unpacks to .* has 1000 bytes free"):
+        download.safe_extract(archive, box)
+    assert _listing(box.parent) == ["raw", "raw/keep.txt"]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_disk_full_while_unpacking_names_the_archive_and_leaves_nothing(
+    tmp_path, box, monkeypatch, kind
+):
+    import errno
+
+    archive = tmp_path / f"good.{kind}"
+    if kind == "zip":
+        archive.write_bytes(GOOD)
+    else:
+        with tarfile.open(archive, "w") as tf:
+            tf.add(download.__file__, arcname="dataset/a.py")
+    real_open = open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and ".extract-" in str(path):
+            handle.write(b"partial")
+            handle.close()
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return handle
+
+    monkeypatch.setattr("builtins.open", full_disk_open)
+    monkeypatch.setattr(tarfile, "bltn_open", full_disk_open, raising=False)
+    with pytest.raises(download.DownloadError) as err:
+        download.safe_extract(archive, box)
+    assert str(archive) in str(err.value) and "the disk is full" in str(err.value)
+    assert _listing(box.parent) == ["raw", "raw/keep.txt"]
+
+
+def test_forged_or_damaged_entries_are_refused(tmp_path, box, monkeypatch):
+    # an entry whose central-directory size is forged (10 bytes for 1 MB): stopped at 10
+    # bytes, then refused as damaged, never a traceback
+    data = bytearray(_zip_bytes({"zeros.bin": bytes(1_000_000)}))
+    central = data.rindex(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (10).to_bytes(4, "little")
+    forged = tmp_path / "forged.zip"
+    forged.write_bytes(bytes(data))
+    with pytest.raises(download.DownloadError, match="damaged archive"):
+        download.safe_extract(forged, box)
+    assert _listing(box.parent) == ["raw", "raw/keep.txt"]
+    # should a reader ever hand out more than the header says, the count stops it: per
+    # entry at its declared size, and over all entries at the limit
+    budget = download._Budget(forged)
+    with pytest.raises(download.UnsafeArchiveError, match="more than the 1,000 bytes its header"):
+        budget.copy(io.BytesIO(bytes(5000)), io.BytesIO(), "zeros.bin", 1000)
+    monkeypatch.setenv(download.MAX_EXTRACT_GB_ENV, "0.000002")  # 2000 bytes
+    budget, out = download._Budget(forged), io.BytesIO()
+    budget.copy(io.BytesIO(bytes(1500)), out, "a", 1500)
+    with pytest.raises(download.UnsafeArchiveError, match="unpacks to more than 2e-06 GB"):
+        budget.copy(io.BytesIO(bytes(1500)), out, "b", 1500)
+    assert len(out.getvalue()) == 1500  # the chunk past the limit was never written
+    monkeypatch.delenv(download.MAX_EXTRACT_GB_ENV)
+    # a truncated TAR.GZ
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(_tar_bomb(tmp_path / "t.tar.gz", 2_000_000).read_bytes()[:800])
+    with pytest.raises(download.DownloadError, match="damaged archive|neither a ZIP nor a TAR"):
+        download.safe_extract(cut, box)
+    assert _listing(box.parent) == ["raw", "raw/keep.txt"]
+
+
+def test_a_refused_archive_leaves_no_new_target_folder(tmp_path, monkeypatch):
+    archive = _zip_bomb(tmp_path / "bomb.zip", 3_000_000)
+    monkeypatch.setenv(download.MAX_EXTRACT_GB_ENV, "0.001")
+    with pytest.raises(download.UnsafeArchiveError):
+        download.safe_extract(archive, tmp_path / "new" / "raw")
+    assert not (tmp_path / "new" / "raw").exists()
+
+
 def test_not_an_archive(tmp_path):
     path = tmp_path / "x.zip"
     path.write_bytes(b"not an archive")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import tifffile
 from cellbench import io as cio
 from cellbench.io import (
     CellbenchIOError,
+    DiskFullError,
     atomic_dir,
     atomic_path,
     check_image,
@@ -142,6 +144,74 @@ def test_umask_is_read_without_proc_too(tmp_path: Path, set_umask, monkeypatch) 
 # --------------------------------------------------------------------------------------
 # check_image / read_image
 # --------------------------------------------------------------------------------------
+
+
+def _fill_disk_on_write(monkeypatch, code: int = errno.ENOSPC) -> None:
+    """tifffile and json writes put a few bytes in the file, then find the disk full."""
+
+    def full(path, *args, **kwargs):
+        Path(path).write_bytes(b"II*\x00partial")
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(tifffile, "imwrite", full)
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: full(self))
+
+
+def test_disk_full_names_the_file_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    write_labels(tmp_path / "done.tif", np.ones((4, 4), int))
+    write_json(tmp_path / "old.json", {"v": 1})
+    _fill_disk_on_write(monkeypatch)
+    with pytest.raises(DiskFullError) as err:
+        write_labels(tmp_path / "new.tif", np.ones((4, 4), int))
+    text = str(err.value)
+    assert text.startswith(f"{tmp_path / 'new.tif'}: cannot be written: the disk is full")
+    assert f"folder {tmp_path}, " in text and "free there" in text
+    assert "Nothing partial was left behind" in text and "another disk" in text
+    assert isinstance(err.value.original, OSError) and err.value.original.errno == errno.ENOSPC
+    with pytest.raises(DiskFullError, match=r"old\.json: cannot be written: the disk is full"):
+        write_json(tmp_path / "old.json", {"v": 2})
+    monkeypatch.undo()
+    assert read_json(tmp_path / "old.json") == {"v": 1}  # the old result is whole
+    assert read_labels(tmp_path / "done.tif").sum() == 16
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.tif", "old.json"]  # no temporaries
+
+
+def test_disk_quota_and_full_disk_in_a_result_folder(tmp_path: Path, monkeypatch) -> None:
+    _fill_disk_on_write(monkeypatch, errno.EDQUOT)
+    with pytest.raises(DiskFullError, match=r"a\.json: cannot be written: the disk quota is used"):
+        write_json(tmp_path / "a.json", {})
+    _fill_disk_on_write(monkeypatch)
+    out = tmp_path / "scores"
+    with pytest.raises(DiskFullError) as err, atomic_dir(out) as tmp:
+        write_json(tmp / "summary.json", {})
+    # named after the folder being produced, not the temporary one the file was in
+    assert str(err.value).startswith(f"{out}: cannot be written: the disk is full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # a write that fails otherwise while the disk is (nearly) full counts too: torch.save
+    # reports a full disk as a RuntimeError
+    monkeypatch.undo()
+    usage = cio.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(cio.shutil, "disk_usage", lambda p: usage._replace(free=4096))
+    torch_message = "[enforce fail at inline_container.cc:672] unexpected pos"
+    full = r"w\.pt: .*4\.0 KiB free there; RuntimeError"
+    with pytest.raises(DiskFullError, match=full), atomic_path(tmp_path / "w.pt"):
+        raise RuntimeError(torch_message)
+    with pytest.raises(ValueError, match="not about the disk"), atomic_path(tmp_path / "v.pt"):
+        raise ValueError("not about the disk")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_float_values_beyond_float32_are_refused(tmp_path: Path) -> None:
+    image = np.ones((4, 5), np.float64)
+    image[1, 1] = -1e300
+    with pytest.raises(CellbenchIOError) as err:
+        check_image(image, tmp_path / "big.tif")
+    text = str(err.value)
+    assert text.startswith(f"{tmp_path / 'big.tif'}: image has pixel values up to 1e+300")
+    assert "between -1e38 and 1e38" in text and "Rescale" in text
+    edge = np.full((2, 2), 1e38)
+    assert check_image(edge, "x.tif") is edge
+    assert np.isfinite(cio.np.asarray(edge, np.float32)).all()
 
 
 def test_non_finite_image_names_file_count_and_fix(tmp_path: Path) -> None:

@@ -104,8 +104,24 @@ def label_pair(draw):
 # --------------------------------------------------------------------------- API shape
 
 
-def test_default_thresholds():
+@pytest.mark.parametrize(
+    ("inter", "expected"),
+    [(49, 0.0), (50, 0.1), (72, 0.5), (75, 0.6), (94, 0.9), (95, 1.0), (100, 1.0)],
+)
+def test_default_thresholds(inter, expected):
     assert DEFAULT_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    # they are what scoring uses by default, compared exactly: one object of 100 px and a
+    # prediction covering `inter` of them (IoU = inter / 100) is a match at every default
+    # threshold <= IoU, so the mean AP is the fraction of those thresholds
+    yt = np.ones((1, 100), np.int32)
+    yp = np.zeros_like(yt)
+    yp[0, :inter] = 7
+    score = score_image(yt, yp)
+    assert [m.threshold for m in score.matchings] == ALL_T  # + the extra 0.25 and 0.75
+    tps = [score.matching(t).tp for t in DEFAULT_THRESHOLDS]
+    assert tps == [int(inter / 100 >= t) for t in DEFAULT_THRESHOLDS]
+    assert score.mean_ap == pytest.approx(expected, abs=1e-12)
+    assert match(yt, yp).tp == int(inter >= 50)  # match's default threshold is 0.5
 
 
 PER_THRESHOLD = ("tp", "fp", "fn", "precision", "recall", "f1", "ap", "iou_sum")

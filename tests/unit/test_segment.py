@@ -308,17 +308,130 @@ def test_z_stack_is_an_error_for_that_file(model_dir: Path, tmp_path: Path, caps
     assert read_labels(tmp_path / "out" / "good_masks.tif").shape == (H, W)
 
 
-def test_channel_first_image_never_gives_a_wrong_shape(
+def test_channel_first_image_is_segmented_as_channels_last(
     model_dir: Path, tmp_path: Path, capsys
 ) -> None:
+    from cellbench.modelfolder import load_model
+    from cellbench.segment import segment_array
+
+    planes = np.stack([_cell_image(1), _cell_image(2)])  # (2, H, W): two channels, first
     two = tmp_path / "two.tif"
-    tifffile.imwrite(two, np.stack([_cell_image(1), _cell_image(2)]))  # (2, H, W)
-    code, _, err = _segment(capsys, model_dir, tmp_path / "out", two)
-    mask = tmp_path / "out" / "two_masks.tif"
-    if code == 0:  # read as channels-last by cellbench.io
-        assert read_labels(mask).shape == (H, W)
-    else:  # or refused, by name
-        assert f"{two}:" in err and not mask.exists()
+    tifffile.imwrite(two, planes)
+    code, out, err = _segment(capsys, model_dir, tmp_path / "out", two)
+    assert code == 0, err
+    mask = read_labels(tmp_path / "out" / "two_masks.tif")
+    # exactly the mask of the same pixels given channels-last (H, W, 2)
+    expected = segment_array(load_model(model_dir, "cpu"), np.moveaxis(planes, 0, -1)).labels
+    assert mask.shape == (H, W) and np.array_equal(mask, expected)
+    assert mask.max() > 0
+
+
+def test_disk_full_stops_the_run_keeps_finished_masks_and_leaves_no_partial_file(
+    model_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import errno
+
+    from cellbench import io as cio
+
+    images = [_write_image(tmp_path / f"g{i}.tif", i) for i in range(4)]
+    real_imwrite, calls = cio.tifffile.imwrite, []
+
+    def imwrite(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) < 3:
+            return real_imwrite(path, *args, **kwargs)
+        Path(path).write_bytes(b"II*\x00 half a mask")  # what a full disk leaves
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cio.tifffile, "imwrite", imwrite)
+    out = tmp_path / "out"
+    code, stdout, err = _segment(capsys, model_dir, out, *images)
+    assert code == 2
+    error = err.split("cellbench segment: error: ", 1)[1]
+    assert error.startswith(f"{out / 'g2_masks.tif'}: cannot be written: the disk is full")
+    assert "No space left on device" in error and "free there" in error
+    assert "no partial file was left" in error
+    assert f"2 masks written before are complete and kept in {out}" in error
+    assert f"2 images not segmented: {images[2]}, {images[3]}" in error
+    assert "--out folder on another disk" in error and "--overwrite" in error
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["g0_masks.tif", "g1_masks.tif"]
+    for name in ("g0_masks.tif", "g1_masks.tif"):
+        assert read_labels(out / name).shape == (H, W)
+    assert len(calls) == 3  # stopped at the first failed write: g3 was not even tried
+
+
+def test_output_folder_problems_are_named_before_any_work(
+    model_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    image = _write_image(tmp_path / "img.tif")
+    # a folder where a mask would go: never replaced, not even with --overwrite
+    (tmp_path / "o1" / "img_masks.tif").mkdir(parents=True)
+    code, _, err = _segment(capsys, model_dir, tmp_path / "o1", "--overwrite", image)
+    assert code == 2 and "taken by folders, which segment never replaces" in err
+    assert f"{tmp_path / 'o1' / 'img_masks.tif'}" in err and "Traceback" not in err
+    # --out below a file
+    (tmp_path / "file").write_text("x")
+    code, _, err = _segment(capsys, model_dir, tmp_path / "file" / "sub", image)
+    assert code == 2 and "Traceback" not in err
+    assert f"--out {tmp_path / 'file' / 'sub'}: cannot create a file in this folder (Not a" in err
+    # a folder nothing can be written to (a read-only disk, no permission): refused before
+    # the model is loaded, and no empty folder is left behind
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr("cellbench.segment.load_model", lambda *a: pytest.fail("loaded"))
+    code, _, err = _segment(capsys, model_dir, tmp_path / "ro" / "masks", image)
+    assert code == 2 and "cannot create a file in this folder (Permission denied)" in err
+    assert not (tmp_path / "ro").exists()
+    monkeypatch.undo()
+    # a run that writes nothing leaves no empty --out folder either
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not an image")
+    code, _, err = _segment(capsys, model_dir, tmp_path / "o2" / "masks", bad)
+    assert code == 2 and "1 of 1 images failed" in err
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (
+            OSError(28, "No space left on device"),
+            "error: the disk is full, or the disk quota used up (No space left on device); free",
+        ),
+        (
+            IsADirectoryError(21, "Is a directory", "/x/.a.tmp", None, "/x/a_masks.tif"),
+            "error: /x/.a.tmp -> /x/a_masks.tif: Is a directory (IsADirectoryError)",
+        ),
+    ],
+)
+def test_any_stage_reports_an_os_error_in_one_line(
+    tmp_path: Path, capsys, monkeypatch, error, words
+) -> None:
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("cellbench.segment.segment_images", fail)
+    code, _, err = _segment(capsys, tmp_path, tmp_path / "out", _write_image(tmp_path / "i.tif"))
+    assert code == 2 and err.startswith(f"cellbench segment: {words}")
+    assert "Traceback" not in err
+
+
+def test_non_files_and_huge_float_values_are_skipped_with_the_reason(
+    model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    huge = tmp_path / "huge.tif"
+    tifffile.imwrite(huge, np.full((H, W), 1e300))  # float64 beyond float32: was NaN inside
+    good = _write_image(tmp_path / "good.tif")
+    code, _, err = _segment(capsys, model_dir, tmp_path / "out", huge, "/dev/null", good)
+    assert code == 2 and "2 of 3 images failed" in err
+    assert f"{huge}: image has pixel values up to 1e+300 in magnitude" in err
+    assert "/dev/null: not a file (a folder, device or pipe)" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good_masks.tif"]
 
 
 def test_mask_shape_is_checked(model_dir: Path, tmp_path: Path, monkeypatch) -> None:

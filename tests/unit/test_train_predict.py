@@ -264,3 +264,84 @@ def test_in_channels_auto_follows_the_data(tiny_dataset, tmp_path: Path) -> None
     resolved = resolve_channels(family, tmp_path / "colour")
     assert resolved.in_channels == 3 and resolved.options.resolved()["in_channels"] == 3
     assert resolved.build_network()(__import__("torch").zeros(1, 3, 64, 64)).shape[1] == 3
+
+
+def test_sampling_weights_balance_cell_types() -> None:
+    from cellbench.train import Sample, sampling_weights
+
+    def sample(i: int, kind: str, side: int) -> Sample:
+        return Sample(
+            f"s{i}", np.zeros((1, side, side), np.float32), np.zeros((side, side)), stratum=kind
+        )
+
+    # 8 fluorescent images of 100 x 100, 2 stained of 50 x 50 (area 16x smaller in all)
+    samples = [sample(i, "fluorescence", 100) for i in range(8)]
+    samples += [sample(8 + i, "stained", 50) for i in range(2)]
+    by_area = sampling_weights(samples, 0.0)
+    assert by_area.sum() == pytest.approx(1.0)
+    assert by_area[:8].sum() == pytest.approx(80000 / 85000)  # every pixel equally often
+    even = sampling_weights(samples, 1.0)
+    assert even[:8].sum() == pytest.approx(0.5) and even[8:].sum() == pytest.approx(0.5)
+    sqrt = sampling_weights(samples, 0.5)
+    assert sqrt[8:].sum() == pytest.approx(np.sqrt(5000) / (np.sqrt(5000) + np.sqrt(80000)))
+    # within a type images are drawn by area
+    mixed = [sample(0, "a", 100), sample(1, "a", 50), sample(2, "b", 10)]
+    w = sampling_weights(mixed, 1.0)
+    assert w[0] / w[1] == pytest.approx(4.0) and w[2] == pytest.approx(0.5)
+
+
+def test_prefetched_batches_keep_order_and_raise_errors() -> None:
+    from cellbench.train import _prefetched
+
+    assert list(_prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise RuntimeError("bad crop")
+
+    got = []
+    with pytest.raises(RuntimeError, match="bad crop"):
+        for item in _prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+    # a consumer that stops early ends the thread (no hang)
+    for item in _prefetched(iter(range(1000)), depth=1):
+        if item == 3:
+            break
+
+
+@pytest.mark.parametrize(
+    "speed", [{"channels_last": True}, {"precision": "bf16"}, {"balance_cell_types": 0.5}]
+)
+def test_training_speed_options_train_and_stay_deterministic(
+    tiny_dataset, tmp_path: Path, speed: dict
+) -> None:
+    import json
+
+    import torch
+
+    converted, split = tiny_dataset
+    cfg = ModelConfig("unet", "unet", {**TINY_UNET, **speed})
+    for name in ("a", "b"):
+        train_model(
+            cfg, "t", converted, split, tmp_path / name, seed=3, device="cpu", progress=False
+        )
+    w1 = torch.load(tmp_path / "a/weights.pt", weights_only=True)["state_dict"]
+    w2 = torch.load(tmp_path / "b/weights.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert all(torch.isfinite(v).all() for v in w1.values() if v.is_floating_point())
+    options = json.loads((tmp_path / "a/config.json").read_text())["options"]
+    assert all(options[k] == v for k, v in speed.items())
+    history = pd.read_csv(tmp_path / "a/history.csv")
+    assert np.isfinite(history["train_loss"]).all()
+
+
+def test_bf16_training_loss_is_computed_in_fp32() -> None:
+    import torch
+
+    family = get_family(ModelConfig("unet", "unet", {**TINY_UNET, "precision": "bf16"}))
+    net = family.build_network()
+    target = torch.from_numpy(family.make_target(np.pad(np.ones((8, 8), np.int32), 28))[None])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = family.training_loss(net, torch.rand(1, 1, 64, 64), target)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)

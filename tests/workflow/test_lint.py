@@ -36,5 +36,5 @@ def test_conda_environment_pins_every_dependency(repo_root: Path) -> None:
     # every rule points at that file (relative to workflow/rules/)
     for smk in sorted((repo_root / "workflow/rules").glob("*.smk")):
         text = smk.read_text()
-        rules = len(re.findall(r"^rule \w+:", text, flags=re.M))
+        rules = len(re.findall(r"^(?:rule|checkpoint) \w+:", text, flags=re.M))
         assert text.count('conda:\n        "../../envs/cellbench.yaml"') == rules, smk.name

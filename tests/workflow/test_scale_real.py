@@ -1,14 +1,21 @@
-"""`cellbench segment` is scale-robust on real images: 0.5x and 2x score within 0.05 of 1x.
+"""`cellbench segment` is scale-robust on real images: 0.5x and 2x score like 1x.
 
 A U-Net is trained with size normalisation (``diameter: 30``) on the real BBBC039
-subset (the train split); its size model estimates the diameter of every image, so
-the held-out test images segmented at half and at twice their size must score
-(mean AP against the truth resized with nearest neighbour) within 0.05 of the same
-images at their own size, and the estimated diameters must follow the scale.
+64-field subset (38 train images); its size model estimates the diameter of every
+image, so the 16 held-out test images segmented at half and at twice their size must
+score (mean AP against the truth resized with nearest neighbour) like the same images
+at their own size, and the estimated diameters must follow the scale.
+
+The bound is on the mean of the 16 paired per-image differences. With the 3 test
+images of the 16-field subset this test flaked (0.607 at 0.5x against 0.688 at 1x on
+one clean clone, within 0.05 in CI); the tolerance below comes from the differences
+measured over several seeds on the 64-field subset (BENCHMARKS.md section 13), with
+a margin. ``CELLBENCH_TEST_SEED`` reruns it with another seed to measure that spread.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -26,6 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 SCALES = (1.0, 0.5, 2.0)
 TOLERANCE = 0.05
+SEED = int(os.environ.get("CELLBENCH_TEST_SEED", "42"))
 
 
 def _resize(array: np.ndarray, factor: float, nearest: bool) -> np.ndarray:
@@ -41,7 +49,7 @@ def _resize(array: np.ndarray, factor: float, nearest: bool) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_data: Path) -> Path:
-    """A project folder with BBBC039 converted, split and a size-normalised U-Net trained."""
+    """A project folder with BBBC039 (64 fields) converted, split and a sized U-Net trained."""
     root = tmp_path_factory.mktemp("scale_real")
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     unet = dict(params["models"]["unet"])
@@ -49,8 +57,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_da
     unet.update(diameter=30.0, size_estimate="regression", epochs=12, samples_per_epoch=96)
     params["models"] = {"unet_sized": unet}
     params["run"] = {"datasets": ["bbbc039"], "models": ["unet_sized"]}
+    params["seed"] = SEED
     params["datasets"] = {
-        "bbbc039": {"kind": "bbbc039", "source": "local", "path": str(shared_data / "bbbc039")}
+        "bbbc039": {
+            "kind": "bbbc039",
+            "source": "local",
+            "path": str(shared_data / "bbbc039-64"),
+            "split": {"val_fraction": 0.15, "test_fraction": 0.25},
+        }
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     cellbench = str(BIN / "cellbench")
@@ -70,7 +84,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, repo_root: Path, shared_da
 def test_segment_at_half_and_double_size_scores_like_the_original(trained: Path) -> None:
     split = pd.read_csv(trained / "split.csv", dtype={"id": str})
     ids = list(split.loc[split["split"] == "test", "id"])
-    assert len(ids) >= 2
+    assert len(ids) >= 12
     for factor in SCALES:
         folder = trained / f"images_{factor}"
         folder.mkdir()
@@ -93,10 +107,15 @@ def test_segment_at_half_and_double_size_scores_like_the_original(trained: Path)
             masks = tifffile.imread(trained / f"masks_{factor}" / f"{image_id}_masks.tif")
             assert masks.shape == truth.shape
             rows.append({"id": image_id, "factor": factor, "ap": score_image(truth, masks).mean_ap})
-    scores = pd.DataFrame(rows).groupby("factor")["ap"].mean()
-    print(f"mean AP by scale: {scores.round(3).to_dict()}")
+    table = pd.DataFrame(rows).pivot(index="id", columns="factor", values="ap")
+    scores = table.mean()
+    print(f"seed {SEED}: mean AP by scale {scores.round(4).to_dict()}")
     assert scores[1.0] > 0.5, "the model must segment the originals well for the test to mean much"
     for factor in (0.5, 2.0):
-        assert abs(scores[factor] - scores[1.0]) <= TOLERANCE, scores.to_dict()
+        paired = table[factor] - table[1.0]
+        print(
+            f"seed {SEED}: {factor}x - 1x per image: mean {paired.mean():+.4f} sd {paired.std():.4f}"
+        )
+        assert abs(paired.mean()) <= TOLERANCE, scores.to_dict()
         ratio = np.median(diameters[factor] / diameters[1.0])
         assert ratio == pytest.approx(factor, rel=0.25), (factor, diameters)

@@ -138,6 +138,31 @@ def _slurm_states() -> dict[str, tuple[str, str]]:
     }
 
 
+def test_a_machine_without_slurm_skips_or_fails_where_required(tmp_path: Path, monkeypatch) -> None:
+    fake = tmp_path / "slurm-local.sh"  # what the script says where SLURM cannot be installed
+    fake.write_text(
+        "#!/bin/sh\necho 'slurm-local: cannot set up SLURM here: no apt-get' >&2\nexit 3\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(f"{__name__}.SLURM_SCRIPT", fake)
+    monkeypatch.delenv("CELLBENCH_REQUIRE_SLURM", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no SLURM cluster answers sinfo.*no apt-get"):
+        _start_local_cluster()
+    monkeypatch.setenv("CELLBENCH_REQUIRE_SLURM", "1")
+    with pytest.raises(
+        pytest.fail.Exception, match=r"no apt-get \(CELLBENCH_REQUIRE_SLURM is set\)"
+    ):
+        _start_local_cluster()
+
+
+def test_ci_requires_slurm_and_the_browser(repo_root: Path) -> None:
+    """CI sets both variables before the tests, so neither kind of test can skip silently."""
+    lines = [line.strip() for line in (repo_root / ".ci/run").read_text().splitlines()]
+    before_tests = lines[: lines.index("make test")]
+    for variable in ("CELLBENCH_REQUIRE_SLURM", "CELLBENCH_REQUIRE_BROWSER"):
+        assert f"export {variable}=1" in before_tests, variable
+
+
 def test_profile_gives_resources_the_plugin_accepts(repo_root: Path) -> None:
     profile = yaml.safe_load((repo_root / "workflow/profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm"
@@ -145,7 +170,9 @@ def test_profile_gives_resources_the_plugin_accepts(repo_root: Path) -> None:
     # the plugin refuses --gres/--mem/--cpus-per-task/--partition inside slurm_extra
     assert not any("slurm_extra" in r for r in resources)
     assert profile["set-resources"]["train_model"]["gres"].startswith("gpu")
-    assert set(profile["set-threads"]) <= set(RULES)
+    # besides the default run's rules: learning curves and the cross-dataset matrix (run:)
+    optional = {"train_curve_model", "predict_curve_images", "predict_cross_images"}
+    assert set(profile["set-threads"]) <= set(RULES) | optional
 
 
 def test_workflow_runs_on_slurm(tmp_path: Path, repo_root: Path) -> None:

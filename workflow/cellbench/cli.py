@@ -98,12 +98,80 @@ def cmd_split(args) -> None:
     )
 
 
+def _read_split(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such split file. Run the split stage first.")
+    return pd.read_csv(path, dtype={"id": str, "group": str}, keep_default_na=False)
+
+
+def cmd_subsample(args) -> None:
+    from cellbench.io import write_csv
+    from cellbench.split import subsample_split
+
+    split_csv = Path(args.split)
+    sub = subsample_split(_read_split(split_csv), args.size, args.seed)
+    write_csv(Path(args.out), sub)
+    counts = sub["split"].value_counts().to_dict()
+    print(
+        f"subsample {split_csv} (size {args.size}, seed {args.seed}): "
+        + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "unused", "val", "test"))
+    )
+
+
+def cmd_curve_sizes(args) -> None:
+    from cellbench.studies import make_curve_plan, write_curve_plan
+
+    params = _params(args)
+    params.dataset(args.dataset)
+    split_csv = Path(args.split or f"data/splits/{args.dataset}.csv")
+    out = Path(args.out or f"data/splits/{args.dataset}/learning_curve.json")
+    split = _read_split(split_csv)
+    if not params.train_sizes:
+        raise ValueError(
+            f"{args.params}: run.train_sizes is empty, so there is no learning curve to plan; "
+            "set e.g. 'train_sizes: [30, 100, all]' under 'run:'"
+        )
+    plan = make_curve_plan(params.train_sizes, int((split["split"] == "train").sum()))
+    write_curve_plan(out, plan)
+    print(
+        f"curve-sizes {args.dataset}: {plan.n_train} train images; sizes trained: "
+        f"{', '.join(plan.labels)} (asked: {', '.join(plan.requested)})"
+    )
+
+
+def cmd_union(args) -> None:
+    from cellbench.config import UNION
+    from cellbench.union import build_union
+
+    params = _params(args)
+    if not params.union:
+        raise ValueError(
+            f"{args.params}: run.union is off; set 'union: true' under 'run:' to build the union"
+        )
+    names = list(params.run_datasets)
+    members = [
+        (name, Path(args.data) / "converted" / name, Path(args.data) / "splits" / f"{name}.csv")
+        for name in names
+    ]
+    out = Path(args.out or Path(args.data) / "converted" / UNION)
+    out_split = Path(args.out_split or Path(args.data) / "splits" / f"{UNION}.csv")
+    split = build_union(members, out, out_split)
+    counts = split["split"].value_counts().to_dict()
+    print(
+        f"union of {', '.join(names)}: {len(split)} images ("
+        + ", ".join(f"{k} {counts.get(k, 0)}" for k in ("train", "val", "test"))
+        + f") in {out}"
+    )
+
+
 def cmd_train(args) -> None:
     from cellbench.checkpoint import default_checkpoint_dir
     from cellbench.train import train_model
 
     params = _params(args)
-    params.dataset(args.dataset)
+    params.check_training_set(args.dataset)  # a dataset key, or 'union' when run.union is on
     cfg = params.model(args.model)
     _set_threads(args.threads)
     out = Path(args.out or f"results/models/{args.dataset}/{args.model}")
@@ -113,7 +181,8 @@ def cmd_train(args) -> None:
         Path(args.converted or f"data/converted/{args.dataset}"),
         Path(args.split or f"data/splits/{args.dataset}.csv"),
         out,
-        seed=params.seed,
+        # --seed: a learning curve's seed; it drives initialisation and augmentation
+        seed=params.seed if args.seed is None else args.seed,
         device=args.device,
         # the bar only on a terminal: rule logs get one line per epoch instead
         progress=not args.no_progress and sys.stderr.isatty(),
@@ -403,6 +472,16 @@ proxy with authentication in front for a shared server (docs/serve.md).
 """
 
 
+def _train_size(text: str) -> int | str:
+    """``--size``: a positive number of train images, or ``all``."""
+    from cellbench.split import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _tile_size(text: str) -> int:
     """``--tile-size``: tiles overlap by 64 px, so a tile must be well above twice that."""
     value = int(text)
@@ -504,6 +583,35 @@ def build_parser() -> argparse.ArgumentParser:
         path("--out", "split CSV"),
     )
     p = add(
+        "subsample",
+        cmd_subsample,
+        "a learning-curve split: only SIZE train images kept (nested, stratified by cell "
+        "type, seeded), the others marked 'unused'; val and test unchanged",
+        params=False,
+    )
+    p.add_argument("--split", required=True, help="the dataset's split CSV")
+    p.add_argument("--size", required=True, type=_train_size, help="train images to keep, or 'all'")
+    p.add_argument("--seed", required=True, type=int, help="seed of the subsample")
+    p.add_argument("--out", required=True, help="subsampled split CSV")
+    add(
+        "curve-sizes",
+        cmd_curve_sizes,
+        "the distinct training-set sizes of run.train_sizes for one split (sizes at or above "
+        "its number of train images collapse to 'all'), as JSON",
+        dataset,
+        path("--split", "split CSV (default data/splits/{dataset}.csv)"),
+        path("--out", "plan JSON (default data/splits/{dataset}/learning_curve.json)"),
+    )
+    p = add(
+        "union",
+        cmd_union,
+        "the union of run.datasets (run.union): converted folder and split, ids prefixed "
+        "with the dataset name",
+    )
+    p.add_argument("--data", default="data", help="data root (default: data)")
+    p.add_argument("--out", default=None, help="converted folder (default data/converted/union)")
+    p.add_argument("--out-split", default=None, help="split CSV (default data/splits/union.csv)")
+    p = add(
         "train",
         cmd_train,
         "train a model and tune its thresholds on val",
@@ -529,6 +637,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-resume",
         action="store_true",
         help="start at epoch 1 even when a checkpoint of the same training exists (it is removed)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of initialisation and augmentation (default: params.yaml's seed); "
+        "learning curves train one model per seed",
     )
     add(
         "predict",
@@ -719,10 +834,33 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("CELLBENCH_DEBUG"):
             raise
         return 2
+    except OSError as exc:  # the disk is full, a folder is in the way, no permission, ...
+        print(f"cellbench {args.command}: error: {_os_error_text(exc)}", file=sys.stderr)
+        if os.environ.get("CELLBENCH_DEBUG"):
+            raise
+        return 2
     except Terminated as exc:
         print(f"cellbench {args.command}: {exc}; temporary outputs removed", file=sys.stderr)
         return int(exc.code)
     return result if isinstance(result, int) else 0
+
+
+def _os_error_text(exc: OSError) -> str:
+    """An operating-system error as one line that names the file(s) and says when a disk is full."""
+    from cellbench.io import disk_full_error
+
+    full = disk_full_error(exc, exc.filename if exc.filename is not None else ".")
+    if full is not None:
+        if exc.filename is not None:
+            return str(full)
+        return (
+            f"the disk is full, or the disk quota used up ({exc.strerror or exc}); free some "
+            "space, or write to a folder on another disk, and run again"
+        )
+    detail = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    where = f"{' -> '.join(names)}: " if names else ""
+    return f"{where}{detail} ({type(exc).__name__})"
 
 
 def _configure_logging() -> None:

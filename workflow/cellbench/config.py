@@ -11,8 +11,8 @@ validated in two steps, both before any work:
    its registry's options class (what JSON Schema cannot say, e.g. that
    ``decoder_channels`` covers ``encoder_depth``).
 
-The top-level sections that are not entries of a registry (``split:`` of a dataset,
-``score:``, ``report:``) have their options classes here.
+The top-level sections that are not entries of a registry (``run:``, ``split:`` of a
+dataset, ``score:``, ``report:``) have their options classes here.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ __all__ = [
     "ModelConfig",
     "Params",
     "ReportOptions",
+    "RunOptions",
     "ScoreOptions",
     "SplitOptions",
+    "UNION",
     "load_params",
     "config_differences",
     "params_from_mapping",
@@ -47,6 +49,55 @@ __all__ = [
 ]
 
 IoU = Annotated[float, Field(gt=0, le=1)]
+
+UNION = "union"
+"""Name of the training set made of every run dataset's splits (``run.union``): used in
+paths like a dataset key (``data/converted/union``, ``results/models/union/{model}``)."""
+
+TrainSize = Annotated[int, Field(ge=1)] | Literal["all"]
+
+
+class RunOptions(Options):
+    """What the pipeline runs (``run:``): datasets x models, learning curves, cross-dataset.
+
+    Everything beyond ``datasets`` and ``models`` is off by default, so a ``run:`` with
+    only those two keys runs exactly the main benchmark.
+    """
+
+    datasets: tuple[str, ...] = Field(
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="keys of 'datasets:' to run (every dataset x every model)",
+    )
+    models: tuple[str, ...] = Field(
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="keys of 'models:' to run",
+    )
+    train_sizes: tuple[TrainSize, ...] = Field(
+        (),
+        json_schema_extra={"uniqueItems": True},
+        description="learning curves: train every model on this many training images "
+        "(nested, stratified subsamples of the train split; 'all' = the whole split), "
+        "e.g. [30, 100, 300, all]; empty = no learning curves",
+    )
+    seeds: tuple[Annotated[int, Field(ge=0)], ...] | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="learning curves: one subsample and one training per seed and size "
+        "(null = just the top-level seed); use at least 3 for intervals over seeds",
+    )
+    cross: bool = Field(
+        False,
+        description="cross-dataset matrix: every model trained on each run dataset is "
+        "scored on the test split of every other run dataset",
+    )
+    union: bool = Field(
+        False,
+        description="also train every model on the union of the run datasets' splits and "
+        "score it on each dataset's test split (needs two or more datasets)",
+    )
 
 
 class SplitOptions(Options):
@@ -132,6 +183,38 @@ class Params:
     report: ReportOptions
     raw: Mapping[str, Any]
     path: Path | None = None
+    run: RunOptions | None = None
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The learning curves' seeds: ``run.seeds``, else just the top-level ``seed``."""
+        seeds = self.run.seeds if self.run is not None else None
+        return tuple(seeds) if seeds else (self.seed,)
+
+    @property
+    def train_sizes(self) -> tuple[int | str, ...]:
+        """``run.train_sizes`` (empty: no learning curves)."""
+        return tuple(self.run.train_sizes) if self.run is not None else ()
+
+    @property
+    def cross(self) -> bool:
+        """Whether the cross-dataset matrix is on (``run.cross``)."""
+        return bool(self.run is not None and self.run.cross)
+
+    @property
+    def union(self) -> bool:
+        """Whether every model is also trained on the union of the datasets (``run.union``)."""
+        return bool(self.run is not None and self.run.union)
+
+    def training_sets(self) -> tuple[str, ...]:
+        """What models are trained on: the run datasets, then ``union`` when it is on."""
+        return self.run_datasets + ((UNION,) if self.union else ())
+
+    def check_training_set(self, name: str) -> None:
+        """Raise :class:`ConfigError` unless ``name`` is a dataset, or the union when it is on."""
+        if name == UNION and self.union:
+            return
+        self.dataset(name)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -182,8 +265,39 @@ def validate_params(raw: Mapping[str, Any], source: str | os.PathLike = "params.
                     f"run.{key}: '{name}' is not defined under '{key}:'; "
                     f"allowed: {', '.join(sorted(defined))}"
                 )
+    problems += _run_problems(raw)
     if problems:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _run_problems(raw: Mapping[str, Any]) -> list[str]:
+    """What the schema cannot say about ``run.union``: two or more datasets, no name clash.
+
+    ``run.cross`` with one dataset is allowed: its matrix is the diagonal (the main run).
+    """
+    run = raw["run"]
+    problems = []
+    if run.get("union"):
+        if len(run["datasets"]) < 2:
+            problems.append(
+                "run.union: the union of one dataset is that dataset; list two or more "
+                "datasets in run.datasets, or set 'union: false'"
+            )
+        if UNION in raw["datasets"]:
+            problems.append(
+                f"run.union: '{UNION}' names the union training set in every path, but it is "
+                "also a key of 'datasets:'; rename that dataset, or set 'union: false'"
+            )
+    return problems
+
+
+#: what to write instead, for run keys whose schema errors read poorly on their own
+_RUN_HINTS = {
+    "train_sizes": "use positive whole numbers of training images and/or 'all', each once, "
+    "e.g. 'train_sizes: [30, 100, 300, all]'",
+    "seeds": "use whole numbers >= 0, each once, e.g. 'seeds: [1, 2, 3]' (or leave 'seeds' out "
+    "for just the top-level seed)",
+}
 
 
 _ENUM_NOUN = {"kind": "a dataset kind", "family": "a model family"}
@@ -223,6 +337,11 @@ def _describe(error: Any) -> str:
         msg = f"{error.instance!r} is out of range ({error.validator} {error.validator_value})"
     elif error.validator == "required":
         msg = f"{msg} (add it to the entry)"
+    path = list(error.absolute_path)
+    if len(path) >= 2 and path[0] == "run" and path[1] in _RUN_HINTS:
+        if path[1] == "train_sizes" and len(path) == 3:  # one item: "0: 'all' was expected"
+            msg = f"{error.instance!r} is neither a positive whole number nor 'all'"
+        msg = f"{msg}; {_RUN_HINTS[path[1]]}"
     return f"  - {where}: {msg}"
 
 
@@ -322,4 +441,5 @@ def params_from_mapping(raw: Mapping[str, Any], path: Path | None = None) -> Par
         report=ReportOptions.from_mapping(raw.get("report"), "report", source),
         raw=raw,
         path=path,
+        run=RunOptions.from_mapping(raw["run"], "run", source),
     )

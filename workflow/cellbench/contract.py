@@ -27,6 +27,7 @@ import yaml
 from cellbench.config import (
     Params,
     ReportOptions,
+    RunOptions,
     ScoreOptions,
     SplitOptions,
     load_params,
@@ -136,20 +137,7 @@ def build_schema() -> dict[str, Any]:
                 "description": "one seed for data generation, split, augmentation and "
                 "initialisation",
             },
-            "run": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["datasets", "models"],
-                "properties": {
-                    key: {
-                        "type": "array",
-                        "items": {"type": "string"},
-                        "minItems": 1,
-                        "uniqueItems": True,
-                    }
-                    for key in ("datasets", "models")
-                },
-            },
+            "run": options_schema(RunOptions),
             "datasets": {
                 "type": "object",
                 "minProperties": 1,

@@ -3,10 +3,12 @@
 Every file a stage produces goes through this module, so that an interrupted or
 failed run never leaves a half-written result behind: data is written to a
 temporary sibling first and moved into place with :func:`os.replace`, which is
-atomic on POSIX file systems. Results get the permissions the user's umask gives
-(``0644`` files and ``0755`` folders under umask ``022``), so colleagues can read
-them, and temporaries left behind by killed runs are removed by the next write
-to the same target (see :func:`atomic_path`).
+atomic on POSIX file systems. A write that fails because the disk is full (or the
+disk quota is used up) raises :class:`DiskFullError`, which names the file, the
+folder and the space left, after the temporary has been removed. Results get the
+permissions the user's umask gives (``0644`` files and ``0755`` folders under umask
+``022``), so colleagues can read them, and temporaries left behind by killed runs are
+removed by the next write to the same target (see :func:`atomic_path`).
 
 Every image and label read goes through :func:`check_image` / :func:`check_labels`,
 whose errors name the file and the fix.
@@ -21,6 +23,7 @@ open directly.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -40,14 +43,17 @@ import tifffile
 
 __all__ = [
     "CellbenchIOError",
+    "DiskFullError",
     "STALE_TEMP_AGE_S",
     "atomic_dir",
     "atomic_path",
     "check_image",
     "check_labels",
+    "disk_full_error",
     "read_image",
     "read_labels",
     "read_json",
+    "size_text",
     "tiff_layout",
     "write_csv",
     "write_image",
@@ -61,6 +67,9 @@ STALE_TEMP_AGE_S = 7 * 24 * 3600
 
 _PROC_STATUS = "/proc/self/status"
 _MAX_CHANNELS = 4
+#: Largest pixel magnitude of a float image: models compute in float32 (max ~3.4e38), and
+#: normalisation subtracts two pixel values.
+_MAX_FLOAT = 1e38
 _LABEL_FIX = "Save the instance labels as a single-channel uint16/uint32 TIFF"
 _STACK_FIX = (
     "cellbench segments 2-D images. Save one plane, or a maximum projection "
@@ -71,6 +80,96 @@ _STACK_FIX = (
 
 class CellbenchIOError(ValueError):
     """A file could not be read as what it should be; the message names it and the fix."""
+
+
+class DiskFullError(CellbenchIOError):
+    """A result could not be written: no space left on its disk, or the disk quota is used up.
+
+    The message names the file, the folder and the space left there. Nothing partial is
+    left behind: the temporary is removed before this is raised. ``original`` is the
+    error the write raised (an :class:`OSError` with ``ENOSPC`` or ``EDQUOT``, mostly).
+    """
+
+    def __init__(self, message: str, original: BaseException) -> None:
+        super().__init__(message)
+        self.original = original
+
+
+#: ``errno`` values meaning "no room to write": disk full, disk quota exceeded.
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+#: A write that fails with another error while less than this is free counts as disk full
+#: (torch.save reports a full disk as a RuntimeError without an errno).
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def size_text(n: float) -> str:
+    """A byte count for people: ``512 bytes``, ``3.2 KiB``, ``1.5 MiB``, ``7.0 GiB``."""
+    for unit in ("bytes", "KiB", "MiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def disk_full_error(
+    exc: BaseException, path: str | os.PathLike, *, nearly_full: bool = False
+) -> DiskFullError | None:
+    """The :class:`DiskFullError` for a failed write of ``path``, or None for another failure.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What the write raised. A :class:`DiskFullError` about a file inside ``path``
+        is named again after ``path``.
+    path : str or os.PathLike
+        The file (or folder) being written, as the user knows it (not a temporary).
+    nearly_full : bool
+        Also count an :class:`OSError` or :class:`RuntimeError` without a disk-full
+        ``errno`` as disk full when less than 1 MiB is free next to ``path``
+        (``torch.save`` reports a full disk so).
+
+    Returns
+    -------
+    DiskFullError or None
+        For an :class:`OSError` with ``ENOSPC`` or ``EDQUOT`` (and the case above);
+        else None.
+    """
+    renamed = isinstance(exc, DiskFullError)
+    if renamed:
+        exc = exc.original
+    path = Path(path)
+    folder = next((p for p in (path.parent, *path.parents) if p.is_dir()), Path("."))
+    free = _free_bytes(folder)
+    code = getattr(exc, "errno", None)
+    if not (
+        renamed
+        or (isinstance(exc, OSError) and code in _DISK_FULL)
+        or (
+            nearly_full
+            and isinstance(exc, OSError | RuntimeError)
+            and free is not None
+            and free < _NEARLY_FULL_BYTES
+        )
+    ):
+        return None
+    quota = code in _DISK_FULL and code != errno.ENOSPC
+    what = "the disk quota is used up" if quota else "the disk is full"
+    left = f"{size_text(free)} free there" if free is not None else "free space unknown"
+    detail = (getattr(exc, "strerror", None) or str(exc)).strip() or "no details"
+    return DiskFullError(
+        f"{path}: cannot be written: {what} (folder {folder}, {left}; "
+        f"{type(exc).__name__}: {detail}). Nothing partial was left behind. Free some "
+        "space (or ask for a larger quota), or write to a folder on another disk, and "
+        "run again.",
+        exc,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -99,19 +198,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ------
     pathlib.Path
         An empty temporary file in the same folder; write the content there.
+
+    Raises
+    ------
+    DiskFullError
+        The disk is full or the quota used up (see :func:`disk_full_error`); the
+        temporary is removed first and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        full = disk_full_error(exc, path)
+        if full is not None:
+            raise full from exc
+        raise
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        full = disk_full_error(exc, path, nearly_full=True)
+        if full is not None:
+            raise full from getattr(exc, "original", exc)
         raise
 
 
@@ -139,11 +253,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     ------
     pathlib.Path
         An empty temporary folder in the same parent; write the content there.
+
+    Raises
+    ------
+    DiskFullError
+        The disk is full or the quota used up, naming ``path`` (not the temporary
+        folder); the temporary folder is removed first and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        full = disk_full_error(exc, path)
+        if full is not None:
+            raise full from exc
+        raise
     old: Path | None = None
     try:
         yield tmp
@@ -156,11 +282,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             _discard(old)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if old is not None and (old.exists() or old.is_symlink()) and not path.exists():
             with contextlib.suppress(OSError):  # stopped between the two renames: undo the first
                 os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
+        full = disk_full_error(exc, path)  # names the folder, not the temporary one
+        if full is not None:
+            raise full from getattr(exc, "original", exc)
         raise
 
 
@@ -415,8 +544,9 @@ def check_image(array: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     CellbenchIOError
-        The dtype is not numeric (bool is accepted), a float image holds NaN or
-        infinity, the image is empty, or its shape is not ``(H, W)`` or
+        The dtype is not numeric (bool is accepted), a float image holds NaN,
+        infinity or values beyond +-1e38 (32-bit float range), the image is empty,
+        or its shape is not ``(H, W)`` or
         ``(H, W, C)`` with ``C <= 4``.
     """
     array = np.asarray(array)
@@ -451,6 +581,14 @@ def check_image(array: np.ndarray, path: str | os.PathLike) -> np.ndarray:
                 f"{path}: image has non-finite values (NaN or infinity) in {bad} of "
                 f"{finite.size} pixels. Replace non-finite pixels (e.g. with numpy.nan_to_num) "
                 "and save again."
+            )
+        peak = max(float(array.max()), -float(array.min()))
+        if peak > _MAX_FLOAT:
+            raise CellbenchIOError(
+                f"{path}: image has pixel values up to {peak:.3g} in magnitude; cellbench "
+                "computes in 32-bit floats, so pixel values must lie between -1e38 and 1e38 "
+                "(beyond, they become infinity). Rescale the image "
+                "(e.g. divide it by its maximum) and save again."
             )
     return array
 

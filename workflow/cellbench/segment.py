@@ -15,7 +15,10 @@ What it guarantees, in the order it happens:
 4. **One image at a time**: an image that cannot be read or is not a single 2-D
    image is reported (file name and reason) and skipped; the others are still
    segmented. Each mask is checked to have the image's ``(H, W)`` shape and
-   written atomically (:func:`cellbench.io.write_labels`).
+   written atomically (:func:`cellbench.io.write_labels`). A mask that cannot be
+   written (the disk is full, the quota used up) stops the run with an error naming
+   it: no partial file is left, the masks written before are kept, and the images
+   not segmented are listed.
 5. **Plausibility**: objects per megapixel and the median object area of each
    mask are compared with the model's training labels (``train_label_stats``
    in the model folder's ``config.json``); far more or far smaller objects than
@@ -27,12 +30,14 @@ What it guarantees, in the order it happens:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,7 +48,13 @@ from typing import Any, TextIO
 import numpy as np
 
 from cellbench.inference import predict_image
-from cellbench.io import CellbenchIOError, read_image, write_labels
+from cellbench.io import (
+    CellbenchIOError,
+    DiskFullError,
+    disk_full_error,
+    read_image,
+    write_labels,
+)
 from cellbench.modelfolder import LoadedModel, load_model
 from cellbench.scale import ScaleEstimate, object_stats
 from cellbench.transforms import to_model_input
@@ -429,7 +440,7 @@ def _first_line(exc: BaseException) -> str:
 def _load(path: Path) -> np.ndarray:
     """Read one input image (checked by :func:`cellbench.io.check_image`); raise _Skip otherwise."""
     if not path.is_file():
-        raise _Skip("no such file")
+        raise _Skip("not a file (a folder, device or pipe)" if path.exists() else "no such file")
     try:
         image = np.asarray(read_image(path))
     except CellbenchIOError as exc:
@@ -526,6 +537,14 @@ def _check_outputs(inputs: list[Path], outputs: dict[Path, Path], overwrite: boo
     """Refuse, before any work, to write onto an input or (without overwrite) an existing file."""
     input_real = {os.path.realpath(path) for path in inputs}
     input_ids = {(st.st_dev, st.st_ino) for st in (p.stat() for p in inputs if p.exists())}
+    folders = [out for out in outputs.values() if out.is_dir()]
+    if folders:
+        raise SegmentError(
+            f"{len(folders)} output name(s) are taken by folders, which segment never "
+            "replaces (not even with --overwrite):\n  "
+            + "\n  ".join(str(p) for p in folders)
+            + "\nNothing was written. Choose another --out folder, or move those folders."
+        )
     onto_inputs, existing = [], []
     for out in outputs.values():
         exists = out.exists() or out.is_symlink()
@@ -551,6 +570,59 @@ def _check_outputs(inputs: list[Path], outputs: dict[Path, Path], overwrite: boo
             + "\nNothing was written. Choose another --out folder, or add --overwrite "
             "to replace them."
         )
+
+
+def _check_out_dir(out_dir: Path) -> list[Path]:
+    """Create ``out_dir`` and check a file can be made in it, before any work.
+
+    Returns the folders it created, outermost first.
+    """
+    absolute = Path(os.path.abspath(out_dir))
+    created = [p for p in (*reversed(absolute.parents), absolute) if not p.exists()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir, prefix=".cellbench-probe-"):
+            pass
+    except OSError as exc:
+        _remove_empty(created)
+        full = disk_full_error(exc, out_dir / "x")
+        reason = "the disk is full" if full is not None else exc.strerror or type(exc).__name__
+        raise SegmentError(
+            f"--out {out_dir}: cannot create a file in this folder ({reason}). Nothing was "
+            "written. Choose another --out folder (one you can write to, on a disk with "
+            "room)."
+        ) from exc
+    return created
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders :func:`_check_out_dir` created (innermost first) while empty."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _stopped(exc: BaseException, target: Path, report: SegmentReport, rest: Sequence[Path]) -> str:
+    """The message of a run stopped because ``target`` could not be written."""
+    full = disk_full_error(exc, target)
+    if full is not None:
+        first = str(full).split(" Nothing partial was left behind.", 1)[0].rstrip(".")
+        fix = "free some space on that disk, or choose an --out folder on another disk"
+    else:
+        detail = getattr(exc, "strerror", None) or str(exc)
+        first = f"{target}: cannot be written ({type(exc).__name__}: {detail})"
+        fix = "fix the cause above, or choose another --out folder"
+    n = len(report.written)
+    names = ", ".join(str(p) for p in rest[:5]) + (
+        f" and {len(rest) - 5} more" if len(rest) > 5 else ""
+    )
+    return (
+        f"{first}. The run stopped there; no partial file was left. "
+        f"{n} mask{'' if n == 1 else 's'} written before {'is' if n == 1 else 'are'} complete "
+        f"and kept in {report.out_dir}; {len(rest)} image{'' if len(rest) == 1 else 's'} "
+        f"not segmented: {names}. To finish, {fix}, and run segment again on the images "
+        "not segmented (or on all of them with --overwrite)."
+    )
 
 
 def segment_images(
@@ -601,8 +673,12 @@ def segment_images(
     Raises
     ------
     SegmentError
-        Before any work: an output would replace an input image, or (without
-        ``overwrite``) output files exist already; every such file is listed.
+        Before any work: ``out_dir`` cannot be created or written to, an output
+        would replace an input image or a folder, or (without ``overwrite``) output
+        files exist already; every such file is listed. During the run: a mask
+        cannot be written (disk full, quota used up, another I/O error); the run
+        stops there, names the mask, keeps the masks written before and lists the
+        images not segmented.
     """
     started = time.monotonic()
     out_dir = Path(out_dir)
@@ -612,56 +688,64 @@ def segment_images(
     names = output_names(inputs)
     outputs = {path: out_dir / names[path] for path in inputs}
     _check_outputs(inputs, outputs, overwrite)
-    log = _Progress(stream if stream is not None else sys.stderr, progress)
-    model = load_model(model_dir, device)
-    training = training_stats(model.config)
-    if training is None:
-        log.info(
-            f"note: {Path(model_dir) / 'config.json'} has no train_label_stats (a model folder "
-            "from an older cellbench): the plausibility check of object counts and sizes is "
-            "skipped."
-        )
+    created = _check_out_dir(out_dir)
     report = SegmentReport(n_images=len(inputs), out_dir=out_dir)
-    total = len(inputs)
-    for index, path in enumerate(inputs, start=1):
-        label = f"[{index}/{total}] {path}"
-        t0 = time.monotonic()
-        try:
-            image = _load(path)
-            h, w = image.shape[:2]
-            log.info(f"{label}: {w} x {h} px ...")
+    try:
+        log = _Progress(stream if stream is not None else sys.stderr, progress)
+        model = load_model(model_dir, device)
+        training = training_stats(model.config)
+        if training is None:
+            log.info(
+                f"note: {Path(model_dir) / 'config.json'} has no train_label_stats (a model folder "
+                "from an older cellbench): the plausibility check of object counts and sizes is "
+                "skipped."
+            )
+        total = len(inputs)
+        for index, path in enumerate(inputs, start=1):
+            label = f"[{index}/{total}] {path}"
+            t0 = time.monotonic()
             try:
-                result = segment_array(
-                    model,
-                    image,
-                    image_diameter=image_diameter,
-                    tile_size=tile_size,
-                    progress=log.tiles(label),
-                )
-            except SegmentError as exc:
-                raise _Skip(str(exc)) from None
-            labels, scale = result.labels, result.scale
-            if scale.diameter is not None and (scale.factor != 1.0 or not scale.given):
-                how = "given" if scale.given else f"estimated in {scale.passes} passes"
-                log.info(
-                    f"{label}: object diameter {scale.diameter:.1f} px ({how}), "
-                    f"rescaled by {scale.factor:.2f}"
-                )
-            target = outputs[path]
-            if target.exists() and not overwrite:
-                raise _Skip(f"{target} appeared during the run; not replaced (use --overwrite)")
-            write_labels(target, labels)
-        except _Skip as skip:
-            reason = str(skip)
-            report.failed.append((path, reason))
-            log.say(f"{label}: skipped: {reason}")
-            continue
-        report.written.append(target)
-        n_objects = label_stats(labels)[0]
-        log.info(f"{label}: {n_objects} objects in {time.monotonic() - t0:.1f} s -> {target}")
-        warning = plausibility_warning(str(path), labels, training)
-        if warning:
-            report.warnings.append((path, warning))
-            log.say(f"warning: {warning}")
+                image = _load(path)
+                h, w = image.shape[:2]
+                log.info(f"{label}: {w} x {h} px ...")
+                try:
+                    result = segment_array(
+                        model,
+                        image,
+                        image_diameter=image_diameter,
+                        tile_size=tile_size,
+                        progress=log.tiles(label),
+                    )
+                except SegmentError as exc:
+                    raise _Skip(str(exc)) from None
+                labels, scale = result.labels, result.scale
+                if scale.diameter is not None and (scale.factor != 1.0 or not scale.given):
+                    how = "given" if scale.given else f"estimated in {scale.passes} passes"
+                    log.info(
+                        f"{label}: object diameter {scale.diameter:.1f} px ({how}), "
+                        f"rescaled by {scale.factor:.2f}"
+                    )
+                target = outputs[path]
+                if target.exists() and not overwrite:
+                    raise _Skip(f"{target} appeared during the run; not replaced (use --overwrite)")
+                try:
+                    write_labels(target, labels)
+                except (DiskFullError, OSError) as exc:
+                    raise SegmentError(_stopped(exc, target, report, inputs[index - 1 :])) from exc
+            except _Skip as skip:
+                reason = str(skip)
+                report.failed.append((path, reason))
+                log.say(f"{label}: skipped: {reason}")
+                continue
+            report.written.append(target)
+            n_objects = label_stats(labels)[0]
+            log.info(f"{label}: {n_objects} objects in {time.monotonic() - t0:.1f} s -> {target}")
+            warning = plausibility_warning(str(path), labels, training)
+            if warning:
+                report.warnings.append((path, warning))
+                log.say(f"warning: {warning}")
+    finally:
+        if not report.written:  # nothing to show for the run: no empty --out folder
+            _remove_empty(created)
     report.seconds = time.monotonic() - started
     return report

@@ -15,21 +15,44 @@ Rules, in order:
 4. Datasets too small to give every split a group get at least one test group
    (2+ groups) and one val group (3+ groups), taken from train.
 
+Learning curves (``run.train_sizes``) keep only part of the train split:
+:func:`subsample_split` marks the other train images ``unused`` (val and test are
+unchanged; every loader reads the split by name, so ``unused`` images are never seen).
+The images kept are a prefix of one seeded, cell-type-stratified order of the train
+images (:func:`train_order`), so for one seed the subsamples are nested: the 30 are
+inside the 100, which are inside the 300.
+
 Pure: a DataFrame in, a DataFrame out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from cellbench.config import SplitOptions
 
-__all__ = ["SPLITS", "make_split"]
+__all__ = [
+    "ALL",
+    "SPLITS",
+    "UNUSED",
+    "curve_sizes",
+    "make_split",
+    "parse_size",
+    "resolve_size",
+    "subsample_split",
+    "train_order",
+]
 
 SPLITS = ("train", "val", "test")
+
+ALL = "all"
+"""The training-set size that keeps every train image."""
+
+UNUSED = "unused"
+"""Split value of the train images a learning-curve subsample leaves out."""
 
 
 def _deal(groups: pd.DataFrame, rng: np.random.Generator, fractions: dict[str, float]) -> dict:
@@ -122,3 +145,101 @@ def make_split(
     out = usable[["id", "group", "cell_type"]].copy()
     out["split"] = out["group"].map(assignment)
     return out[["id", "split", "group", "cell_type"]].sort_values("id").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- learning curves
+def parse_size(text: str | int) -> int | str:
+    """A training-set size as written (``30``, ``"30"``, ``"all"``) -> ``30`` or ``"all"``.
+
+    Raises
+    ------
+    ValueError
+        For anything but a positive whole number or ``all``.
+    """
+    if isinstance(text, str) and text.strip().lower() == ALL:
+        return ALL
+    try:
+        size = int(str(text).strip())
+    except ValueError:
+        size = 0
+    if size < 1 or str(size) != str(text).strip():
+        raise ValueError(
+            f"training-set size {text!r}: use a positive whole number of images or 'all'"
+        )
+    return size
+
+
+def resolve_size(size: int | str, n_train: int) -> int | str:
+    """The size actually trained: ``all`` when ``size`` keeps every train image anyway."""
+    size = parse_size(size)
+    return ALL if size == ALL or size >= n_train else size
+
+
+def curve_sizes(sizes: Sequence[int | str], n_train: int) -> list[str]:
+    """The distinct sizes to train, as path labels, smallest first, ``all`` last.
+
+    Sizes of ``n_train`` or more collapse to ``all`` (the same training, run once).
+    """
+    resolved = {resolve_size(s, n_train) for s in sizes}
+    numbers = sorted(s for s in resolved if s != ALL)
+    return [str(s) for s in numbers] + ([ALL] if ALL in resolved else [])
+
+
+def train_order(split: pd.DataFrame, seed: int) -> list[str]:
+    """Every train id in the order a learning curve takes them (seeded, stratified).
+
+    First one image of each cell type (the types in a random order), so any subsample
+    at least as large as the number of types holds every type; then the rest by
+    their fractional rank ``(j + u) / n_type`` (``j``: the image's place in its
+    type's shuffled order, ``u`` uniform in [0, 1)), so every prefix keeps each type's
+    share up to rounding. The same split and seed always give the same order.
+
+    Parameters
+    ----------
+    split : the split table (columns id, split, and cell_type when stratified).
+    seed : seeds the shuffles.
+    """
+    train = split.loc[split["split"] == "train"]
+    ids = train["id"].astype(str).to_numpy()
+    types = (
+        train["cell_type"].astype(str).to_numpy()
+        if "cell_type" in train
+        else np.full(len(ids), "unknown")
+    )
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC5A3]))
+    firsts, rest = [], []
+    for cell_type in sorted(set(types)):
+        members = np.sort(ids[types == cell_type])
+        members = members[rng.permutation(len(members))]
+        firsts.append(members[0])
+        n = len(members)
+        for j in range(1, n):
+            rest.append(((j + rng.random()) / n, str(members[j])))
+    firsts = [str(firsts[k]) for k in rng.permutation(len(firsts))]
+    return firsts + [i for _, i in sorted(rest)]
+
+
+def subsample_split(split: pd.DataFrame, size: int | str, seed: int) -> pd.DataFrame:
+    """The split with only ``size`` of its train images kept, the others ``unused``.
+
+    Parameters
+    ----------
+    split : the dataset's split (``data/splits/{dataset}.csv``).
+    size : number of train images to keep, or ``"all"`` (sizes at or above the
+        number of train images keep them all).
+    seed : the learning curve's seed; the kept images are the first ``size`` of
+        :func:`train_order`, so the subsamples of one seed are nested.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The same rows and columns; val and test unchanged.
+    """
+    out = split.copy()
+    size = resolve_size(size, int((split["split"] == "train").sum()))
+    if size == ALL:
+        return out
+    keep = set(train_order(split, seed)[:size])
+    dropped = (out["split"] == "train") & ~out["id"].astype(str).isin(keep)
+    out.loc[dropped, "split"] = UNUSED
+    return out

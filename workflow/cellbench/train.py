@@ -66,6 +66,7 @@ from cellbench.transforms import to_model_input
 
 __all__ = [
     "TrainingDiverged",
+    "sampling_weights",
     "fit_network",
     "resolve_channels",
     "label_stats",
@@ -95,6 +96,8 @@ class Sample:
     labels: np.ndarray
     target: np.ndarray | None = None
     annotation: str = "full"
+    #: the image's ``cell_type`` in ``index.csv`` (what ``balance_cell_types`` balances)
+    stratum: str = ""
 
 
 def load_split(
@@ -119,6 +122,11 @@ def load_split(
     """
     index = pd.read_csv(converted / "index.csv", dtype={"id": str}, keep_default_na=False)
     annotation = dict(zip(index["id"], index["annotation"], strict=True))
+    cell_types = (
+        dict(zip(index["id"], index["cell_type"].astype(str), strict=True))
+        if "cell_type" in index
+        else {}
+    )
     # train labels (complete) where the dataset has them: every train image learns from
     # them; val images use them only where there is no scored truth to tune on
     trained = set()
@@ -147,6 +155,7 @@ def load_split(
                 converted / (TRAIN_LABELS if i in trained else "labels") / f"{i}.tif"
             ),
             annotation=annotation[i],
+            stratum=cell_types.get(i, ""),
         )
         for i in ids
     ]
@@ -324,6 +333,64 @@ class _IntensityAugmenter:
             part.py_random.setstate(saved["python"])
 
 
+def sampling_weights(samples: Sequence[Sample], balance: float) -> np.ndarray:
+    """Probability of drawing each sample for a training crop, ``(N,)`` summing to 1.
+
+    Within a cell type images are drawn in proportion to their area (a crop is a
+    uniform share of the pixels). Each cell type's total share is proportional to
+    its total area to the power ``1 - balance``: 0 draws every pixel equally often
+    (a type with few images is rarely seen), 1 gives every type the same share.
+    """
+    areas = np.array([s.image.shape[-2] * s.image.shape[-1] for s in samples], float)
+    types = np.array([s.stratum for s in samples], dtype=object)
+    weights = np.empty_like(areas)
+    for kind in dict.fromkeys(types):
+        members = types == kind
+        total = areas[members].sum()
+        weights[members] = areas[members] / total * total ** (1.0 - balance)
+    return weights / weights.sum()
+
+
+def _prefetched(batches, depth: int = 2):
+    """Iterate ``batches`` with the next ``depth`` items made in a background thread.
+
+    Crops and augmentation (numpy / OpenCV, which release the GIL) then overlap the
+    network's step. Items come in the same order from the same random draws, so
+    results are unchanged; the thread has finished (and drawn exactly what the
+    plain loop would) when the iteration ends. An error in the thread is raised here.
+    """
+    import queue
+    import threading
+
+    done, items, stop = object(), queue.Queue(maxsize=depth), threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # handed to the consumer
+            items.put(exc)
+
+    worker = threading.Thread(target=produce, name="cellbench-batches", daemon=True)
+    worker.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _batches(
     samples: list[Sample],
     family: ModelFamily,
@@ -332,8 +399,7 @@ def _batches(
     augment: Callable[[np.ndarray], np.ndarray],
 ):
     """Yield ``(images, targets)`` float32 batches for one epoch."""
-    areas = np.array([s.image.shape[1] * s.image.shape[2] for s in samples], float)
-    weights = areas / areas.sum()  # large images are sampled more often
+    weights = sampling_weights(samples, settings.balance_cell_types)
     n_steps = max(1, settings.samples_per_epoch // settings.batch_size)
     for _ in range(n_steps):
         xs, ys = [], []
@@ -552,6 +618,16 @@ def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
+def _autocast(settings: TrainingOptions, device):
+    """The training step's autocast context: bf16 when ``precision`` says so, else a no-op."""
+    import torch
+
+    device_type = getattr(device, "type", str(device)).split(":")[0]
+    return torch.autocast(
+        device_type=device_type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"
+    )
+
+
 def fit_network(
     family: ModelFamily,
     train: list[Sample],
@@ -586,6 +662,9 @@ def fit_network(
     for s in train + val:
         s.target = family.make_target(s.labels)
     net = family.build_network().to(device)
+    if settings.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    autocast = _autocast(settings, device)
     opt = torch.optim.AdamW(
         net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -630,10 +709,13 @@ def fit_network(
             break
         net.train()
         t0, losses = time.time(), []
-        for step, (xb, yb) in enumerate(_batches(train, family, settings, rng, augment)):
-            loss = family.training_loss(
-                net, torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
-            )
+        batches = _prefetched(_batches(train, family, settings, rng, augment))
+        for step, (xb, yb) in enumerate(batches):
+            xt = torch.from_numpy(xb).to(device)
+            if settings.channels_last:
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                loss = family.training_loss(net, xt, torch.from_numpy(yb).to(device))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"training {label}: the loss became {float(loss.detach())} at epoch {epoch}, batch "
@@ -650,6 +732,7 @@ def fit_network(
             bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
         last = epoch == settings.epochs
         val_loss = val_score = float("nan")
+        crops_per_s = len(losses) * settings.batch_size / max(time.time() - t0, 1e-9)
         if val and (epoch % settings.val_every == 0 or last):
             val_loss = _validation_loss(net, family, val, device)
         if by_score and (epoch % settings.select_every == 0 or last):
@@ -694,7 +777,8 @@ def fit_network(
             )
         # logged after the checkpoint is saved: a log that shows epoch N has its checkpoint
         log.info(
-            "epoch %d/%d  train_loss %.4f  val_loss %s  val_mean_ap %s  lr %.2e  %.1f s",
+            "epoch %d/%d  train_loss %.4f  val_loss %s  val_mean_ap %s  lr %.2e  %.1f s  "
+            "%.1f crops/s",
             epoch,
             settings.epochs,
             history[-1]["train_loss"],
@@ -702,6 +786,7 @@ def fit_network(
             "-" if math.isnan(val_score) else f"{val_score:.4f}",
             history[-1]["lr"],
             history[-1]["seconds"],
+            crops_per_s,
         )
     bar.close()
     net.load_state_dict(best_state)
@@ -759,6 +844,7 @@ def normalise_sizes(family: ModelFamily, samples: list[Sample]) -> list[Sample]:
                 rescale_image(s.image, factor),
                 rescale_labels(s.labels, factor),
                 annotation=s.annotation,
+                stratum=s.stratum,
             )
         )
     return out

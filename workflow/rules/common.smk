@@ -11,6 +11,7 @@ from cellbench.config import (
     validate_params,
 )
 from cellbench.contract import check_params
+from cellbench.studies import cross_dirs, curve_dirs, read_curve_plan
 
 # The file every `cellbench` call reads: the last --configfile given, else params.yaml.
 PARAMS_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
@@ -36,6 +37,12 @@ PARAMS = params_from_mapping(config, Path(PARAMS_FILE))
 check_params(PARAMS)  # every entry against its registry's options class (no torch imported)
 DATASETS = list(PARAMS.run_datasets)
 MODELS = list(PARAMS.run_models)
+# Learning curves (run.train_sizes x run.seeds) and the cross-dataset matrix (run.cross,
+# run.union); all off by default. rules/curves.smk and rules/cross.smk hold their rules.
+TRAIN_SIZES = [str(s) for s in PARAMS.train_sizes]
+CURVE_SEEDS = list(PARAMS.run_seeds)
+# what models are trained on: the datasets, and 'union' (data/converted/union) when on
+TRAINING_SETS = list(PARAMS.training_sets())
 
 # Training and prediction ask for every core Snakemake was given, so on one machine
 # they run one at a time (two torch jobs sharing the CPUs run many times slower);
@@ -47,9 +54,18 @@ except WorkflowError:
     TORCH_THREADS = 1
 
 
+# `dataset` also matches 'union' when run.union is on (it is trained like a dataset);
+# the rules that make a dataset (rules/data.smk) constrain it to the real ones.
+REAL_DATASET = "|".join(sorted(PARAMS.datasets))
+
+
 wildcard_constraints:
-    dataset="|".join(sorted(PARAMS.datasets)),
+    dataset="|".join(sorted({*PARAMS.datasets, *TRAINING_SETS})),
     model="|".join(sorted(PARAMS.models)),
+    size=r"[1-9][0-9]*|all",
+    seed=r"[0-9]+",
+    train="|".join(sorted(TRAINING_SETS)),
+    test="|".join(sorted(DATASETS)),
 
 
 def as_json(value):
@@ -70,8 +86,42 @@ def model_params(wildcards):
     return as_json({"seed": config["seed"], "model": config["models"][wildcards.model]})
 
 
+def curve_model_params(wildcards):
+    """A learning-curve training: its seed and the model's entry (as model_params)."""
+    return as_json({"seed": int(wildcards.seed), "model": config["models"][wildcards.model]})
+
+
 def all_scores():
     return expand("results/scores/{dataset}/{model}", dataset=DATASETS, model=MODELS)
+
+
+def curve_scores(wildcards=None):
+    """Every learning-curve point's scores folder (none when run.train_sizes is empty).
+
+    The sizes a dataset trains are known once its split exists (sizes at or above its
+    number of train images collapse to 'all'): the checkpoint plan_learning_curve
+    writes them. The point ('all', top-level seed) is the main run's folder.
+    """
+    out = []
+    for d in DATASETS if TRAIN_SIZES else ():
+        plan = read_curve_plan(Path(checkpoints.plan_learning_curve.get(dataset=d).output[0]))
+        for m in MODELS:
+            for size in plan.labels:
+                for seed in CURVE_SEEDS:
+                    out.append(str(curve_dirs("results", d, m, size, seed, PARAMS.seed)["scores"]))
+    return out
+
+
+def cross_scores():
+    """Every off-diagonal cell of the cross-dataset matrix (run.cross), and the union row."""
+    trains = (DATASETS if PARAMS.cross else []) + TRAINING_SETS[len(DATASETS) :]
+    return [
+        str(cross_dirs("results", m, a, b)["scores"])
+        for m in MODELS
+        for a in trains
+        for b in DATASETS
+        if a != b
+    ]
 
 
 # For snakemake --report (rules/report.smk). A line may not start with `report`: it is a

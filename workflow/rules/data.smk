@@ -1,4 +1,5 @@
-# download -> convert -> split, per dataset.
+# download -> convert -> split, per dataset (of params.yaml: never the union, which
+# rules/cross.smk builds from these).
 
 # On a cluster the download runs on the submitting host: compute nodes often have no internet.
 localrules:
@@ -11,6 +12,8 @@ rule download_dataset:
     params:
         cfg=dataset_params,
         file=PARAMS_FILE,
+    wildcard_constraints:
+        dataset=REAL_DATASET,
     log:
         "results/logs/download_dataset/{dataset}.log",
     benchmark:
@@ -30,6 +33,8 @@ rule convert_dataset:
     params:
         cfg=dataset_params,
         file=PARAMS_FILE,
+    wildcard_constraints:
+        dataset=REAL_DATASET,
     log:
         "results/logs/convert_dataset/{dataset}.log",
     benchmark:
@@ -49,6 +54,8 @@ rule split_dataset:
     params:
         cfg=split_params,
         file=PARAMS_FILE,
+    wildcard_constraints:
+        dataset=REAL_DATASET,
     log:
         "results/logs/split_dataset/{dataset}.log",
     benchmark:

@@ -1,4 +1,5 @@
-# The self-contained HTML report over every dataset x model of params.yaml's `run:`,
+# The self-contained HTML report over every dataset x model of params.yaml's `run:`
+# (with its learning curves and cross-dataset matrix when `run:` asks for them),
 # plus the files `snakemake --report` shows with captions (workflow/report/*.rst):
 # the page, each dataset's leaderboard table, each model's scores and training curves.
 
@@ -14,6 +15,9 @@ rule render_report:
         masks=expand("results/masks/{dataset}/{model}", dataset=DATASETS, model=MODELS),
         converted=expand("data/converted/{dataset}", dataset=DATASETS),
         splits=expand("data/splits/{dataset}.csv", dataset=DATASETS),
+        # learning curves and the cross-dataset matrix: nothing unless run: turns them on
+        curves=curve_scores,
+        cross=cross_scores(),
     output:
         page=report(
             "results/report.html",

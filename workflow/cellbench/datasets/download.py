@@ -12,8 +12,14 @@ HTTP (:func:`fetch`)
 Archives (:func:`safe_extract`)
     ZIP and TAR archives are checked *before* anything is written: entries with an
     absolute path, a ``..`` component, a drive letter, symbolic or hard links, or
-    device/FIFO entries are refused with :class:`UnsafeArchiveError`. Extraction goes
-    to a temporary folder inside the target which is moved into place on success.
+    device/FIFO entries are refused with :class:`UnsafeArchiveError`. So is an archive
+    that unpacks to more than ``CELLBENCH_MAX_EXTRACT_GB`` (default 50 GB) or more
+    than ``CELLBENCH_MAX_EXTRACT_FILES`` entries (default 200,000), counted from its
+    headers before anything is written (a zip bomb), or one that needs more space than
+    the disk has free. While a ZIP is unpacked the bytes written are counted again, so
+    an entry that unpacks to more than its header says is stopped. Extraction goes to
+    a temporary folder inside the target which is moved into place on success; on any
+    error (a full disk included) it is removed and nothing partial is left.
 
 Kaggle (:func:`kaggle_download`)
     Uses the official ``kaggle`` package. Missing credentials and competition rules
@@ -32,10 +38,12 @@ re-conversion does not download again; delete it to reclaim the space.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.client
 import json
 import logging
+import lzma
 import os
 import shutil
 import stat
@@ -45,6 +53,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -52,16 +61,21 @@ from typing import Any
 
 import yaml
 
-from cellbench.io import CellbenchIOError
+from cellbench.io import CellbenchIOError, disk_full_error, size_text
 
 __all__ = [
     "CHECKSUMS_FILE",
     "ChecksumError",
+    "DEFAULT_MAX_EXTRACT_FILES",
+    "DEFAULT_MAX_EXTRACT_GB",
     "DownloadError",
     "KaggleSetupError",
+    "MAX_EXTRACT_FILES_ENV",
+    "MAX_EXTRACT_GB_ENV",
     "RemoteFile",
     "UnsafeArchiveError",
     "cache_dir",
+    "extract_limits",
     "extract_nested_zips",
     "fetch",
     "fetch_and_extract",
@@ -80,6 +94,15 @@ CHECKSUMS_FILE = Path(__file__).with_name("checksums.yaml")
 #: Set to 1 to accept a download whose checksum the project does not know yet.
 ALLOW_UNVERIFIED_ENV = "CELLBENCH_ALLOW_UNVERIFIED"
 
+#: Largest total an archive may unpack to (GB, 10**9 bytes); raise it for a larger dataset.
+MAX_EXTRACT_GB_ENV = "CELLBENCH_MAX_EXTRACT_GB"
+#: Most entries (files and folders) an archive may hold; raise it for a larger dataset.
+MAX_EXTRACT_FILES_ENV = "CELLBENCH_MAX_EXTRACT_FILES"
+#: Defaults: several times the largest dataset cellbench downloads (CTC BF-C2DL-HSC,
+#: about 7 GB unpacked; DSB 2018, about 30,000 files).
+DEFAULT_MAX_EXTRACT_GB = 50.0
+DEFAULT_MAX_EXTRACT_FILES = 200_000
+
 _USER_AGENT = "cellbench-downloader/0.1 (+https://github.com/)"
 
 
@@ -96,7 +119,8 @@ class ChecksumError(DownloadError):
 
 
 class UnsafeArchiveError(DownloadError):
-    """An archive holds entries that would escape the target folder or are links."""
+    """An archive holds entries that would escape the target folder or are links, or it
+    unpacks to more bytes or entries than the extraction limits allow."""
 
 
 class KaggleSetupError(DownloadError):
@@ -414,6 +438,116 @@ def _check_member_name(name: str, archive: Path) -> PurePosixPath:
     return path
 
 
+def extract_limits() -> tuple[int, int]:
+    """The largest total (bytes) and the most entries one archive may unpack to.
+
+    From ``CELLBENCH_MAX_EXTRACT_GB`` (GB, 10**9 bytes; default
+    :data:`DEFAULT_MAX_EXTRACT_GB`) and ``CELLBENCH_MAX_EXTRACT_FILES`` (default
+    :data:`DEFAULT_MAX_EXTRACT_FILES`).
+
+    Raises
+    ------
+    DownloadError
+        A variable is set to something other than a positive number.
+    """
+    limits = []
+    for env, default, kind in (
+        (MAX_EXTRACT_GB_ENV, DEFAULT_MAX_EXTRACT_GB, float),
+        (MAX_EXTRACT_FILES_ENV, DEFAULT_MAX_EXTRACT_FILES, int),
+    ):
+        text = os.environ.get(env, "").strip()
+        try:
+            value = kind(text) if text else default
+        except ValueError:
+            value = -1
+        if not value > 0:
+            example = "100" if kind is float else "500000"
+            raise DownloadError(f"{env}={text!r}: not a positive number; e.g. {env}={example}")
+        limits.append(value)
+    return int(limits[0] * 1e9), int(limits[1])
+
+
+def _gb(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.3g} GB"
+
+
+def _check_totals(
+    archive: Path, target: Path, n_entries: int, n_bytes: int, *, partial: bool = False
+) -> None:
+    """Refuse, before anything is written, an archive beyond the limits or the free space.
+
+    ``partial``: the counts are those read so far (a TAR is not read to its end).
+    """
+    max_bytes, max_entries = extract_limits()
+    least = "at least " if partial else ""
+    fix = (
+        "A zip bomb looks like this; nothing was extracted. If this really is the dataset, "
+        "set {env} to a larger value (e.g. {env}={value}) and run again."
+    )
+    if n_entries > max_entries:
+        raise UnsafeArchiveError(
+            f"{archive}: holds {least}{n_entries:,} entries, more than the {max_entries:,} "
+            f"cellbench unpacks from one archive ({MAX_EXTRACT_FILES_ENV}). "
+            + fix.format(env=MAX_EXTRACT_FILES_ENV, value=2 * n_entries)
+        )
+    if n_bytes > max_bytes:
+        raise UnsafeArchiveError(
+            f"{archive}: unpacks to {least}{_gb(n_bytes)} ({archive.stat().st_size:,} bytes "
+            f"packed, counted from its headers), more than the {_gb(max_bytes)} cellbench "
+            f"unpacks from one archive ({MAX_EXTRACT_GB_ENV}). "
+            + fix.format(env=MAX_EXTRACT_GB_ENV, value=f"{2 * n_bytes / 1e9:.3g}")
+        )
+    try:
+        free = shutil.disk_usage(target).free
+    except OSError:
+        return
+    if n_bytes > free:
+        raise DownloadError(
+            f"{archive}: unpacks to {size_text(n_bytes)} but the disk holding {target} has "
+            f"{size_text(free)} free; nothing was extracted. Free some space, or move the "
+            "data folder to a larger disk, and run again."
+        )
+
+
+#: What the archive modules raise for damaged data (a forged size ends as a bad CRC).
+_DAMAGED = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    lzma.LZMAError,
+)
+
+
+class _Budget:
+    """Bytes written while unpacking one archive, checked against its headers and the limit."""
+
+    def __init__(self, archive: Path) -> None:
+        self.archive = archive
+        self.limit = extract_limits()[0]
+        self.written = 0
+
+    def copy(self, src: Any, dst: Any, name: str, declared: int) -> None:
+        """Copy one entry, stopping as soon as it exceeds its declared size or the limit."""
+        done = 0
+        while chunk := src.read(1 << 20):
+            done += len(chunk)
+            self.written += len(chunk)
+            if done > declared:
+                raise UnsafeArchiveError(
+                    f"{self.archive}: entry '{name}' unpacks to more than the {declared:,} "
+                    "bytes its header declares (a forged header, as in a zip bomb); refused, "
+                    "nothing was extracted"
+                )
+            if self.written > self.limit:
+                raise UnsafeArchiveError(
+                    f"{self.archive}: unpacks to more than {_gb(self.limit)} "
+                    f"({MAX_EXTRACT_GB_ENV}); refused, nothing was extracted"
+                )
+            dst.write(chunk)
+
+
 def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     members = []
     for info in zf.infolist():
@@ -431,25 +565,38 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return members
 
 
-def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    members = []
-    for info in tf.getmembers():
+def _tar_members(archive: Path, tf: tarfile.TarFile, target: Path) -> list[tarfile.TarInfo]:
+    """The entries, checked; read one by one so that a bomb is stopped at the limits.
+
+    A TAR entry's header size is exactly what extraction writes (tarfile copies that
+    many bytes), so the running totals here bound what is written.
+    """
+    max_bytes, max_entries = extract_limits()
+    members, total = [], 0
+    for info in tf:
         _check_member_name(info.name, archive)
         if info.issym() or info.islnk():
             raise UnsafeArchiveError(f"{archive}: entry '{info.name}' is a link; refused")
         if not (info.isfile() or info.isdir()):
             raise UnsafeArchiveError(f"{archive}: entry '{info.name}' is not a plain file; refused")
         members.append(info)
+        total += info.size if info.isfile() else 0
+        if len(members) > max_entries or total > max_bytes:  # stop reading the bomb here
+            _check_totals(archive, target, len(members), total, partial=True)
     return members
 
 
 def safe_extract(archive: Path, target: Path) -> list[Path]:
     """Extract a ZIP or TAR(.gz/.bz2/.xz) archive into ``target``, refusing unsafe entries.
 
-    Every entry is checked before anything is written; then the archive is unpacked
-    into a temporary folder inside ``target`` and its top-level entries are moved into
-    place. On any error the temporary folder is removed and ``target`` keeps only what
-    it held before.
+    Every entry is checked before anything is written, and so are the totals: at
+    most ``CELLBENCH_MAX_EXTRACT_GB`` GB and ``CELLBENCH_MAX_EXTRACT_FILES`` entries
+    (:func:`extract_limits`), and no more than the disk has free. Then the archive is
+    unpacked into a temporary folder inside ``target``, counting the bytes written
+    (an entry that unpacks to more than its header declares is stopped), and its
+    top-level entries are moved into place. On any error the temporary folder is
+    removed and ``target`` keeps only what it held before (a ``target`` this call
+    created is removed again).
 
     Returns
     -------
@@ -459,17 +606,24 @@ def safe_extract(archive: Path, target: Path) -> list[Path]:
     Raises
     ------
     UnsafeArchiveError
-        An entry is absolute, contains ``..``, is a link, device or FIFO.
+        An entry is absolute, contains ``..``, is a link, device or FIFO; or the
+        archive unpacks to more bytes or entries than the limits (a zip bomb).
     DownloadError
-        The file is not a readable ZIP/TAR archive.
+        The file is not a ZIP/TAR archive or is damaged, needs more space than is
+        free, or the disk became full while unpacking (the message names the archive).
     """
     archive, target = Path(archive), Path(target)
+    made_target = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
+    done = False
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 members = _zip_members(archive, zf)
+                files = [i for i in members if not i.is_dir()]
+                _check_totals(archive, target, len(members), sum(i.file_size for i in files))
+                budget = _Budget(archive)
                 for info in members:
                     out = tmp.joinpath(*_check_member_name(info.filename, archive).parts)
                     if not out.resolve().is_relative_to(tmp.resolve()):
@@ -481,10 +635,12 @@ def safe_extract(archive: Path, target: Path) -> list[Path]:
                         continue
                     out.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(info) as src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
+                        budget.copy(src, dst, info.filename, info.file_size)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                members = _tar_members(archive, tf)
+                members = _tar_members(archive, tf, target)
+                files = [i for i in members if i.isfile()]
+                _check_totals(archive, target, len(members), sum(i.size for i in files))
                 tf.extractall(tmp, members=members, filter="data")
         else:
             raise DownloadError(f"{archive} is neither a ZIP nor a TAR archive")
@@ -499,9 +655,28 @@ def safe_extract(archive: Path, target: Path) -> list[Path]:
                 raise DownloadError(f"{final} already exists; remove it and re-run the download")
             os.replace(entry, final)
             created.append(final)
+        done = True
         return created
+    except _DAMAGED as exc:
+        raise DownloadError(
+            f"{archive}: damaged archive, cannot be unpacked ({type(exc).__name__}: {exc}); "
+            "nothing was extracted. Delete it (it is in the download cache) and run again to "
+            "download it anew."
+        ) from exc
+    except OSError as exc:
+        full = disk_full_error(exc, target)
+        if full is not None:
+            raise DownloadError(f"{archive}: cannot be unpacked: {full}") from exc
+        names = " -> ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)
+        raise DownloadError(
+            f"{archive}: cannot be unpacked into {target} ({type(exc).__name__}: "
+            f"{exc.strerror or exc}{': ' + names if names else ''}); nothing was extracted"
+        ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made_target and not done:
+            with contextlib.suppress(OSError):
+                target.rmdir()  # only when empty
 
 
 def _merge_dirs(src: Path, dst: Path) -> None:

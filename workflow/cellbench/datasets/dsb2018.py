@@ -33,10 +33,23 @@ Conversion
 Options
     ``include_test`` (bool, default true): convert ``stage1_test`` with its solution.
     ``drop_alpha`` (bool, default true): drop the alpha channel of RGBA images.
+    ``image_types`` (list, default all): keep only these image classes, e.g.
+    ``[fluorescence]`` for the fluorescent subset.
+
+Speed
+    The 639 training images of the fixed stage1_train hold about 28,000 mask PNGs.
+    Each image folder (image + its masks, merged into labels) is read in a pool of
+    threads (PNG decoding releases the GIL), a chunk of folders at a time, and written
+    in folder order, so the result does not depend on the number of threads
+    (BENCHMARKS.md section 13).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +75,12 @@ __all__ = ["DSB2018", "image_class"]
 
 COMPETITION = "data-science-bowl-2018"
 
+#: image folders read at once by the conversion's thread pool (bounds memory)
+_CHUNK = 32
+
+#: threads reading image folders (None: the CPU count, at most 8)
+WORKERS: int | None = None
+
 
 def image_class(image: np.ndarray) -> str:
     """``stained`` for colour images, else ``brightfield`` or ``fluorescence`` by background."""
@@ -85,6 +104,66 @@ def _read_png(path: Path, drop_alpha: bool) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _read_mask(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
+    """One nucleus mask PNG -> ``(H, W)`` bool (nonzero = the nucleus).
+
+    Read with PIL directly: masks are checked for their shape, not for everything
+    :func:`cellbench.io.read_image` checks in an image (a third of the conversion
+    time over 28,000 masks).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mask = np.asarray(im.convert("L") if im.mode in ("P", "1", "LA", "RGB", "RGBA") else im)
+    except (OSError, ValueError) as exc:
+        raise CellbenchIOError(
+            f"{path}: cannot read this mask PNG ({exc}). Replace it with the original from "
+            "stage1_train.zip."
+        ) from None
+    if mask.shape != shape:
+        raise CellbenchIOError(
+            f"{path}: mask shape {mask.shape} differs from the image {image_path} "
+            f"{shape}. Every mask in masks/ must have its image's size; replace the "
+            "file with the original from stage1_train.zip."
+        )
+    return mask > 0
+
+
+@dataclass(frozen=True)
+class _TrainImage:
+    """One stage1_train folder, read: the image and its merged labels, or why it is skipped."""
+
+    folder: Path
+    image_path: Path
+    image: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    contested: int = 0
+    skip: str | None = None
+
+
+def _load_train(folder: Path, drop_alpha: bool) -> _TrainImage:
+    image_id = folder.name
+    image_path = folder / "images" / f"{image_id}.png"
+    if not image_path.is_file():
+        return _TrainImage(
+            folder, image_path, skip=f"no image images/{image_id}.png in this folder"
+        )
+    image = _read_png(image_path, drop_alpha)
+    h, w = image.shape[:2]
+    masks = [_read_mask(m, (h, w), image_path) for m in sorted((folder / "masks").glob("*.png"))]
+    labels, contested = masks_to_labels(masks, (h, w))
+    return _TrainImage(folder, image_path, image, labels, contested)
+
+
+def _read_in_threads(folders: list[Path], drop_alpha: bool) -> Iterator[_TrainImage]:
+    """:func:`_load_train` of every folder, in folder order, read by a thread pool."""
+    workers = WORKERS or max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsb-convert") as pool:
+        for start in range(0, len(folders), _CHUNK):
+            yield from pool.map(_load_train, folders[start : start + _CHUNK], [drop_alpha] * _CHUNK)
+
+
 class DSB2018(DatasetSource):
     """Kaggle Data Science Bowl 2018 (stage-1 train + stage-1 test with its solution)."""
 
@@ -105,43 +184,36 @@ class DSB2018(DatasetSource):
                 f"{raw_dir}: no 'stage1_train' folder. Expected the Kaggle DSB 2018 layout "
                 "stage1_train/<ImageId>/images/<ImageId>.png + masks/*.png."
             )
-        for folder in sorted(p for p in train_dir.iterdir() if p.is_dir()):
-            self._add_train(folder, writer, opts.drop_alpha)
+        folders = sorted(p for p in train_dir.iterdir() if p.is_dir())
+        for item in _read_in_threads(folders, opts.drop_alpha):
+            self._add_train(item, writer)
         if opts.include_test:
             self._add_test(Path(raw_dir), writer, opts.drop_alpha)
 
-    def _add_train(self, folder: Path, writer: ConvertedWriter, drop_alpha: bool) -> None:
-        image_id = folder.name
-        image_path = folder / "images" / f"{image_id}.png"
-        if not image_path.is_file():
-            writer.skip(folder, f"no image images/{image_id}.png in this folder")
+    def _keep(self, image: np.ndarray) -> str | None:
+        """The image's class, or None when ``image_types`` leaves it out."""
+        kind = image_class(image)
+        types = self.options.image_types
+        return kind if types is None or kind in types else None
+
+    def _add_train(self, item: _TrainImage, writer: ConvertedWriter) -> None:
+        if item.skip is not None:
+            writer.skip(item.folder, item.skip)
             return
-        image = _read_png(image_path, drop_alpha)
-        h, w = image.shape[:2]
-        masks = []
-        for mask_path in sorted((folder / "masks").glob("*.png")):
-            mask = read_image(mask_path)
-            if mask.ndim == 3:
-                mask = mask[..., 0]
-            if mask.shape != (h, w):
-                raise CellbenchIOError(
-                    f"{mask_path}: mask shape {mask.shape} differs from the image {image_path} "
-                    f"{(h, w)}. Every mask in masks/ must have its image's size; replace the "
-                    "file with the original from stage1_train.zip."
-                )
-            masks.append(mask > 0)
-        labels, contested = masks_to_labels(masks, (h, w))
+        kind = self._keep(item.image)
+        if kind is None:
+            return
         writer.add(
-            safe_image_id(image_id),
-            image,
-            labels,
-            cell_type=image_class(image),
-            group=image_id,
+            safe_image_id(item.folder.name),
+            item.image,
+            item.labels,
+            cell_type=kind,
+            group=item.folder.name,
             annotation="full",
-            contested_pixels=contested,
+            contested_pixels=item.contested,
             source="dsb2018 stage1_train",
-            origin=image_path,
-            label_origin=folder / "masks",
+            origin=item.image_path,
+            label_origin=item.folder / "masks",
         )
 
     def _add_test(self, raw_dir: Path, writer: ConvertedWriter, drop_alpha: bool) -> None:
@@ -171,6 +243,9 @@ class DSB2018(DatasetSource):
                 continue
             image_path = folder / "images" / f"{image_id}.png"
             image = _read_png(image_path, drop_alpha)
+            kind = self._keep(image)
+            if kind is None:
+                continue
             h, w = image.shape[:2]
             sh, sw = int(rows["Height"].iloc[0]), int(rows["Width"].iloc[0])
             if (sh, sw) != (h, w):
@@ -192,7 +267,7 @@ class DSB2018(DatasetSource):
                 safe_image_id(image_id),
                 image,
                 labels,
-                cell_type=image_class(image),
+                cell_type=kind,
                 group=image_id,
                 annotation="full",
                 official_split="test",

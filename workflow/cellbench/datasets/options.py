@@ -64,6 +64,12 @@ class DSB2018Options(Options):
         True, description="convert the stage-1 test images (scored with the official solution)"
     )
     drop_alpha: bool = Field(True, description="drop the constant alpha channel of the PNGs")
+    image_types: tuple[Literal["fluorescence", "brightfield", "stained"], ...] | None = Field(
+        None,
+        min_length=1,
+        description="keep only these image classes (null: all), e.g. [fluorescence] for the "
+        "fluorescent subset",
+    )
 
 
 class SartoriusOptions(Options):

@@ -122,9 +122,14 @@ class ModelFamily(ABC):
         """Loss of one training batch: ``images (B, C, H, W)``, ``target (B, K, H, W)`` tensors.
 
         Default ``loss(net(images), target)``; families whose network computes its own
-        losses (Mask R-CNN) override it. Called with the network in training mode.
+        losses (Mask R-CNN) override it. Called with the network in training mode. Under
+        bf16 autocast (``precision: bf16``) the network runs in bf16 and the loss in fp32.
         """
-        return self.loss(net(images), target)
+        import torch
+
+        logits = net(images)
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self.loss(logits.float(), target)
 
     def validation_loss(self, net, images, target, size: tuple[int, int]):
         """Loss of one validation image (network in eval mode, under ``no_grad``).

@@ -98,6 +98,23 @@ class TrainingOptions(Options):
         description="probability that a training crop is centred on an object pixel (the "
         "rest are uniform, so empty and border crops are still seen)",
     )
+    balance_cell_types: Probability = Field(
+        0.0,
+        description="how evenly crops are drawn across the cell_type of index.csv (DSB 2018: "
+        "fluorescence / brightfield / stained): each type's share goes as its image area to "
+        "the power 1 - b, so 0 = by area (rare types rarely seen), 0.5 = square root, 1 = "
+        "every type equally often; images within a type by area",
+    )
+    channels_last: bool = Field(
+        False,
+        description="train with NHWC (channels-last) tensors: same numbers up to rounding, "
+        "faster convolutions on most CPUs and GPUs",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="training arithmetic: fp32, or bf16 autocast (CPUs with AVX-512 BF16 / "
+        "AMX and recent GPUs; measured per dataset before switching on). Inference is fp32",
+    )
 
 
 class ScaledOptions(TrainingOptions):

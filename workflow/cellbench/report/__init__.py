@@ -7,7 +7,10 @@ Modules: :mod:`~cellbench.report.collect` reads the results,
 charts and pictures, and :mod:`~cellbench.report.render` fills the jinja2 template
 ``templates/report.html.j2`` (autoescaped) and writes the page.
 
-Sections per dataset: the data (sizes, objects, split, licence, citation), a
+After the overview, when ``run:`` asks for them: learning curves (score against the
+number of training images, per dataset, with intervals over test images and seeds) and
+the cross-dataset generalisation matrix (a heat-map table per model). Sections per
+dataset: the data (sizes, objects, split, licence, citation), a
 leaderboard with bootstrap intervals (best highlighted only when significantly
 ahead), precision and recall, scores against the IoU threshold, per cell type,
 training curves, cost, and a gallery. Then definitions and provenance. It opens

@@ -20,6 +20,7 @@ import pandas as pd
 __all__ = [
     "MODEL_COLOURS",
     "dataset_svg",
+    "learning_curve_svg",
     "metric_curves_svg",
     "model_colour",
     "training_svg",
@@ -254,4 +255,69 @@ def dataset_svg(objects_per_image: Sequence[float], object_areas: Sequence[float
     area_ax.set_title("object area")
     area_ax.set_xlabel("pixels")
     area_ax.set_ylabel("objects")
+    return _svg(fig, key)
+
+
+@_with_rc
+def learning_curve_svg(
+    rows: Sequence[Mapping],
+    key: str,
+    colours: Mapping[str, int] | None = None,
+    metric: str = "mean AP",
+) -> str:
+    """The score against the number of training images (log scale), one line per model.
+
+    Parameters
+    ----------
+    rows : the rows of :func:`cellbench.report.tables.learning_curve`: per model and
+        size ``n_train``, ``mean`` (over seeds), ``interval`` (bootstrap over test
+        images of the seed-averaged per-image scores: the shaded band) and
+        ``seed_min`` / ``seed_max`` (the error bars).
+    key : unique name of the chart in the page.
+    colours : mapping model -> colour index, optional.
+    metric : the y axis label.
+    """
+    fig, (ax,) = _figure(5.6, 3.0)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    colours = colours or {m: k for k, m in enumerate(models)}
+    sizes = sorted({int(r["n_train"]) for r in rows})
+    for model in models:
+        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["n_train"])
+        colour, style = model_colour(colours.get(model, 0))
+        x = np.array([r["n_train"] for r in mine], float)
+        y = np.array([r["mean"] for r in mine], float)
+        low = np.array([r["interval"].low for r in mine], float)
+        high = np.array([r["interval"].high for r in mine], float)
+        if len(x) > 1:
+            ax.fill_between(x, low, high, color=colour, alpha=0.15, lw=0)
+        else:  # one size: the interval as a bar
+            ax.vlines(x, low, high, color=colour, alpha=0.35, lw=6)
+        spread = np.array(
+            [[m - r["seed_min"], r["seed_max"] - m] for r, m in zip(mine, y, strict=True)]
+        ).T.clip(min=0)  # min..max over seeds
+        ax.errorbar(
+            x,
+            y,
+            yerr=spread,
+            marker="o",
+            linestyle=style,
+            color=colour,
+            ms=3.5,
+            lw=1.4,
+            capsize=2.5,
+            label=model,
+        )
+    if sizes and sizes[-1] > sizes[0]:
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("training images (log scale)")
+    ax.set_ylabel(metric)
+    ax.set_ylim(-0.02, 1.02)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper")
     return _svg(fig, key)

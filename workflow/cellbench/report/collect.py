@@ -11,6 +11,10 @@ Files read, per dataset ``d`` and model ``m`` of params.yaml's ``run:``::
     results/masks/d/m/{timings.csv, resources.json, *.tif}    (post-processing, masks)
     results/benchmarks/train_model/d/m.tsv                    (Snakemake: training max RSS)
     data/converted/d/{index.csv, images/, labels/}   data/splits/d.csv
+
+and, when ``run:`` asks for them (paths: :mod:`cellbench.studies`), the learning curves'
+``data/splits/d/learning_curve.json`` and ``results/curves/scores/d/m/n{size}_s{seed}/``,
+and the cross-dataset matrix's ``results/cross/m/{train}__on__{test}/scores/``.
 """
 
 from __future__ import annotations
@@ -32,11 +36,14 @@ from cellbench.datasets.registry import DATASET_KINDS
 from cellbench.io import read_json, read_labels
 from cellbench.modelfolder import params_hash
 from cellbench.skip import read_skipped
+from cellbench.studies import CurvePlan, cross_dirs, curve_dirs, curve_plan_path, read_curve_plan
 
 __all__ = [
     "MAX_AREA_IMAGES",
     "REPORT_PACKAGES",
     "Collected",
+    "CrossRun",
+    "CurveRun",
     "DatasetData",
     "ModelRun",
     "Provenance",
@@ -96,6 +103,37 @@ class SkippedRun:
 
 
 @dataclass
+class CurveRun:
+    """One learning-curve point: a model trained on ``n_train`` images with one seed.
+
+    ``reason`` is set (and the scores empty) when the model was skipped on the dataset.
+    """
+
+    dataset: str
+    model: str
+    family: str
+    size: str
+    n_train: int
+    seed: int
+    summary: dict
+    per_image: pd.DataFrame
+    reason: str | None = None
+
+
+@dataclass
+class CrossRun:
+    """One cell of the cross-dataset matrix: trained on ``train``, scored on ``test``."""
+
+    model: str
+    family: str
+    train: str
+    test: str
+    summary: dict
+    per_image: pd.DataFrame
+    reason: str | None = None
+
+
+@dataclass
 class DatasetData:
     """One converted dataset: its index, split and measured object sizes."""
 
@@ -135,6 +173,9 @@ class Collected:
     runs: list[ModelRun]
     provenance: Provenance
     skipped: list[SkippedRun] = field(default_factory=list)
+    curves: list[CurveRun] = field(default_factory=list)
+    curve_plans: dict[str, CurvePlan] = field(default_factory=dict)
+    cross: list[CrossRun] = field(default_factory=list)
 
     def runs_of(self, dataset: str) -> list[ModelRun]:
         return [r for r in self.runs if r.dataset == dataset]
@@ -297,6 +338,65 @@ def provenance(params: Params, cwd: Path | None = None) -> Provenance:
     )
 
 
+def _scores(folder: Path) -> tuple[dict, pd.DataFrame, str | None]:
+    """summary.json, per_image.csv and the skip reason (None) of a scores folder."""
+    record = read_skipped(folder)
+    if record is not None:
+        return {}, pd.DataFrame(columns=["id"]), str(record["reason"])
+    return read_json(folder / "summary.json"), read_per_image(folder / "per_image.csv"), None
+
+
+def _curves(
+    params: Params, data: Path, results: Path
+) -> tuple[list[CurveRun], dict[str, CurvePlan]]:
+    """Every learning-curve point of ``run.train_sizes`` x ``run.seeds`` (none when empty)."""
+    runs, plans = [], {}
+    if not params.train_sizes:
+        return runs, plans
+    for d in params.run_datasets:
+        plan = plans[d] = read_curve_plan(curve_plan_path(data, d))
+        for m in params.run_models:
+            for size in plan.labels:
+                for seed in params.run_seeds:
+                    folder = curve_dirs(results, d, m, size, seed, params.seed)["scores"]
+                    summary, per_image, reason = _scores(folder)
+                    runs.append(
+                        CurveRun(
+                            d,
+                            m,
+                            params.model(m).family,
+                            size,
+                            plan.n_images(size),
+                            int(seed),
+                            summary,
+                            per_image,
+                            reason,
+                        )
+                    )
+    return runs, plans
+
+
+def _cross(params: Params, results: Path) -> list[CrossRun]:
+    """The cells of the cross-dataset matrix (``run.cross``, ``run.union``), diagonal included.
+
+    With ``run.cross`` every training set meets every test dataset; with only
+    ``run.union``, the dataset rows have their diagonal only (the main run).
+    """
+    if not (params.cross or params.union):
+        return []
+    cells = []
+    for m in params.run_models:
+        for train in params.training_sets():
+            for test in params.run_datasets:
+                if not (params.cross or train == test or train not in params.run_datasets):
+                    continue
+                summary, per_image, reason = _scores(cross_dirs(results, m, train, test)["scores"])
+                cells.append(
+                    CrossRun(m, params.model(m).family, train, test, summary, per_image, reason)
+                )
+    return cells
+
+
 def collect(params: Params, data: Path, results: Path, cwd: Path | None = None) -> Collected:
     """Read every input of the page for the datasets and models of ``params.run_*``."""
     datasets = [_dataset(params, d, Path(data)) for d in params.run_datasets]
@@ -308,4 +408,14 @@ def collect(params: Params, data: Path, results: Path, cwd: Path | None = None) 
                 skipped.append(SkippedRun(d, m, params.model(m).family, str(record["reason"])))
             else:
                 runs.append(_run(params, d, m, Path(results)))
-    return Collected(params, datasets, runs, provenance(params, cwd), skipped)
+    curves, plans = _curves(params, Path(data), Path(results))
+    return Collected(
+        params,
+        datasets,
+        runs,
+        provenance(params, cwd),
+        skipped,
+        curves=curves,
+        curve_plans=plans,
+        cross=_cross(params, Path(results)),
+    )

@@ -351,6 +351,71 @@ def _dataset_view(
     }
 
 
+def _learning_curves(collected: Collected) -> list[dict[str, Any]]:
+    """Per dataset with learning-curve points: its table rows and chart."""
+    params = collected.params
+    colours = _colours(params)
+    out = []
+    for k, ds in enumerate(collected.datasets):
+        points = [p for p in collected.curves if p.dataset == ds.name]
+        if not points:
+            continue
+        column = tables.headline(collected.runs_of(ds.name))
+        rows = tables.learning_curve(points, column.key, params.seed, params.run_models)
+        plan = collected.curve_plans.get(ds.name)
+        collapsed = []
+        if plan is not None:
+            collapsed = [
+                s for s in plan.requested if s != "all" and s not in plan.labels
+            ]  # at or above the number of train images: trained as 'all'
+        out.append(
+            {
+                "dataset": ds.name,
+                "anchor": f"curves-{k}",
+                "column": column,
+                "rows": rows,
+                "chart": Markup(
+                    charts.learning_curve_svg(rows, f"curves-{k}", colours, column.short)
+                )
+                if rows
+                else None,
+                "n_train": plan.n_train if plan is not None else None,
+                "collapsed": collapsed,
+                "seeds": list(params.run_seeds),
+                "skipped": sorted({(p.model, p.reason) for p in points if p.reason}),
+            }
+        )
+    return out
+
+
+def _cross_matrices(collected: Collected) -> dict[str, Any] | None:
+    """The cross-dataset heat-map tables, one per model (None when neither is on)."""
+    params = collected.params
+    if not collected.cross:
+        return None
+    tests = list(params.run_datasets)
+    keys = {t: tables.headline(collected.runs_of(t)) for t in tests}
+    return {
+        "cross": params.cross,
+        "union": params.union,
+        "tests": tests,
+        "matrices": [
+            tables.cross_matrix(
+                collected.cross, m, list(params.training_sets()), tests, keys, params.seed
+            )
+            for m in params.run_models
+        ],
+        "legend": [
+            {
+                "value": v,
+                "background": tables.matrix_colour(v)[0],
+                "ink": tables.matrix_colour(v)[1],
+            }
+            for v in (0.0, 0.25, 0.5, 0.75, 1.0)
+        ],
+    }
+
+
 def build_context(
     collected: Collected, boards: dict[str, tables.Leaderboard] | None = None
 ) -> dict[str, Any]:
@@ -383,6 +448,8 @@ def build_context(
         "datasets": datasets,
         "models": list(params.run_models),
         "overview": _overview(collected, boards),
+        "learning_curves": _learning_curves(collected),
+        "cross": _cross_matrices(collected),
         "significance_rule": SIGNIFICANCE_RULE,
         "level": DEFAULT_LEVEL,
         "resamples": DEFAULT_RESAMPLES,

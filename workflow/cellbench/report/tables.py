@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cellbench.report.collect import DatasetData, ModelRun
+from cellbench.report.collect import CrossRun, CurveRun, DatasetData, ModelRun
 from cellbench.report.stats import Comparison, Interval, bootstrap_mean, compare_best
 
 __all__ = [
@@ -24,11 +24,14 @@ __all__ = [
     "Leaderboard",
     "cell_type_table",
     "cost_rows",
+    "cross_matrix",
     "curves",
     "dataset_facts",
     "gallery_ids",
     "headline",
     "leaderboard",
+    "learning_curve",
+    "matrix_colour",
     "metric_columns",
     "pooled_rows",
     "pr_table",
@@ -549,3 +552,141 @@ def worst_ids(run: ModelRun, key: str, n: int = 2) -> list[tuple[str, float]]:
     frame = pd.DataFrame({"id": series.index.astype(str), "v": series.to_numpy()})
     frame = frame.sort_values(["v", "id"], kind="stable").head(n)
     return [(str(i), float(v)) for i, v in zip(frame["id"], frame["v"], strict=True)]
+
+
+# ----------------------------------------------------------------------------- learning curves
+def learning_curve(
+    points: Sequence[CurveRun], key: str, seed: int, models: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per model and training-set size: the score over seeds and test images.
+
+    Parameters
+    ----------
+    points : the learning-curve points of one dataset (every seed of every size).
+    key : the per-image column scored (the dataset's headline, usually ``mean_ap``).
+    seed : seeds the bootstrap.
+    models : the order of the rows (``run.models``).
+
+    Returns
+    -------
+    list of dict
+        ``model``, ``family``, ``size`` (label), ``n_train``, ``seeds`` (how many scored),
+        ``mean`` (the mean over seeds of each seed's mean over images), ``interval``
+        (:class:`~cellbench.report.stats.Interval`: percentile bootstrap over test images
+        of the per-image scores averaged over seeds), ``seed_sd`` (sample standard
+        deviation of the seeds' means, None for one seed), ``seed_min`` / ``seed_max``.
+        Sizes where every seed was skipped are left out; rows by model, then size.
+    """
+    rows = []
+    for model in models:
+        mine = [p for p in points if p.model == model and p.reason is None]
+        for n_train in sorted({p.n_train for p in mine}):
+            at = sorted((p for p in mine if p.n_train == n_train), key=lambda p: p.seed)
+            per_seed = {p.seed: _series(p, key).dropna() for p in at}
+            per_seed = {s: v for s, v in per_seed.items() if len(v)}
+            if not per_seed:
+                continue
+            means = np.array([float(v.mean()) for v in per_seed.values()])
+            averaged = pd.concat(list(per_seed.values()), axis=1).mean(axis=1)
+            rows.append(
+                {
+                    "model": model,
+                    "family": at[0].family,
+                    "size": at[0].size,
+                    "n_train": int(n_train),
+                    "seeds": len(per_seed),
+                    "seed_list": sorted(per_seed),
+                    "mean": float(means.mean()),
+                    "interval": bootstrap_mean(averaged.to_numpy(float), seed=seed),
+                    "seed_sd": float(means.std(ddof=1)) if len(means) > 1 else None,
+                    "seed_min": float(means.min()),
+                    "seed_max": float(means.max()),
+                }
+            )
+    return rows
+
+
+# ----------------------------------------------------------------------------- cross-dataset
+#: the heat-map's colour ramp (ColorBrewer Blues, light to dark) and where text turns white
+_RAMP = ((247, 251, 255), (198, 219, 239), (107, 174, 214), (33, 113, 181), (8, 48, 107))
+_DARK_FROM = 0.6
+
+
+def matrix_colour(value: float | None) -> tuple[str, str]:
+    """(background, text colour) of a heat-map cell for a score in [0, 1]; grey when None."""
+    if value is None or math.isnan(value):
+        return "#eeeeee", "#1d2330"
+    x = min(max(float(value), 0.0), 1.0) * (len(_RAMP) - 1)
+    k = min(int(x), len(_RAMP) - 2)
+    t = x - k
+    rgb = [round(a + (b - a) * t) for a, b in zip(_RAMP[k], _RAMP[k + 1], strict=True)]
+    ink = "#ffffff" if value >= _DARK_FROM else "#1d2330"
+    return "#{:02x}{:02x}{:02x}".format(*rgb), ink
+
+
+def cross_matrix(
+    cells: Sequence[CrossRun],
+    model: str,
+    trains: Sequence[str],
+    tests: Sequence[str],
+    keys: dict[str, Column],
+    seed: int,
+) -> dict[str, Any]:
+    """One model's heat-map table: rows trained on, columns tested on.
+
+    Parameters
+    ----------
+    cells : every cell of the matrix (all models); those of ``model`` are used.
+    trains : row order (the run datasets, then ``union``).
+    tests : column order (the run datasets).
+    keys : test dataset -> the metric column scored there (its headline).
+    seed : seeds the bootstrap.
+
+    Returns
+    -------
+    dict
+        ``model``, ``family``, ``columns`` (test, metric label) and ``rows``: ``train``
+        and one cell per test: ``interval`` (None when not run), ``diagonal``,
+        ``reason`` (skipped), ``background`` / ``ink`` (inline colours), ``drop``
+        (the score minus the test dataset's own diagonal, None on the diagonal).
+    """
+    mine = {(c.train, c.test): c for c in cells if c.model == model}
+    own: dict[str, float | None] = {}
+    for test in tests:
+        c = mine.get((test, test))
+        mean = None
+        if c is not None and c.reason is None:
+            mean = _number(_series(c, keys[test].key).mean())
+        own[test] = mean
+    rows = []
+    family = next((c.family for c in mine.values()), "")
+    for train in trains:
+        out = []
+        for test in tests:
+            c = mine.get((train, test))
+            interval = None
+            if c is not None and c.reason is None:
+                interval = bootstrap_mean(_series(c, keys[test].key).to_numpy(float), seed=seed)
+            mean = None if interval is None or math.isnan(interval.mean) else interval.mean
+            background, ink = matrix_colour(mean)
+            out.append(
+                {
+                    "interval": interval,
+                    "mean": mean,
+                    "diagonal": train == test,
+                    "reason": c.reason if c is not None else None,
+                    "run": c is not None,
+                    "background": background,
+                    "ink": ink,
+                    "drop": None
+                    if train == test or mean is None or own[test] is None
+                    else mean - own[test],
+                }
+            )
+        rows.append({"train": train, "cells": out})
+    return {
+        "model": model,
+        "family": family,
+        "columns": [{"test": t, "label": keys[t].short} for t in tests],
+        "rows": rows,
+    }

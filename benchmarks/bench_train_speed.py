@@ -1,0 +1,157 @@
+"""Training throughput (crops per second) of the network families, by training setting.
+
+One process, one family and one set of training images (a converted dataset's train
+split). Each row runs the same number of
+optimiser steps of the real training loop pieces (:func:`cellbench.train._batches`
+for the crops and augmentation, the family's ``training_loss``, AdamW) with one
+setting changed, side by side:
+
+- ``fp32`` : the plain loop (crops made between the steps, NCHW, fp32);
+- ``+prefetch`` : crops made in a background thread while the network steps;
+- ``+channels_last`` : NHWC tensors and weights;
+- ``+bf16`` : bf16 autocast for the network (the loss stays fp32).
+
+Printed per row: crops/s (after ``--warmup`` steps), seconds per step, the share of
+the plain loop's time spent making crops, and the speed-up over ``fp32``.
+
+Usage::
+
+    python benchmarks/bench_train_speed.py --family flow --converted data/converted/dsb2018_full \\
+        --split data/splits/dsb2018_full.csv --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from cellbench.config import ModelConfig
+from cellbench.models import get_family
+from cellbench.train import (
+    Sample,
+    _autocast,
+    _batches,
+    _IntensityAugmenter,
+    _prefetched,
+    load_split,
+)
+
+ROWS = {
+    "fp32": {},
+    "+prefetch": {"prefetch": True},
+    "+prefetch +channels_last": {"prefetch": True, "channels_last": True},
+    "+prefetch +bf16": {"prefetch": True, "precision": "bf16"},
+    "+prefetch +channels_last +bf16": {
+        "prefetch": True,
+        "channels_last": True,
+        "precision": "bf16",
+    },
+}
+
+
+def _samples(args) -> list[Sample]:
+    split = pd.read_csv(args.split, dtype={"id": str}, keep_default_na=False)
+    return load_split(Path(args.converted), split, "train", args.channels, frames=1)
+
+
+def _run(family, samples, settings, row: dict, steps: int, warmup: int, device) -> dict:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    augment = _IntensityAugmenter(0)
+    net = family.build_network().to(device)
+    channels_last = row.get("channels_last", False)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    options = settings.model_copy(
+        update={
+            "samples_per_epoch": (steps + warmup) * settings.batch_size,
+            "precision": row.get("precision", "fp32"),
+        }
+    )
+    autocast = _autocast(options, device)
+    batches = _batches(samples, family, options, rng, augment)
+    if row.get("prefetch"):
+        batches = _prefetched(batches)
+    net.train()
+    data_s, started = 0.0, None
+    t = time.perf_counter()
+    for step, (xb, yb) in enumerate(batches):
+        data_s += time.perf_counter() - t if step >= warmup else 0.0
+        if step == warmup:
+            started = time.perf_counter()
+        x = torch.from_numpy(xb).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            loss = family.training_loss(net, x, torch.from_numpy(yb).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        t = time.perf_counter()
+    elapsed = time.perf_counter() - started
+    return {
+        "crops/s": steps * settings.batch_size / elapsed,
+        "s/step": elapsed / steps,
+        "waiting for crops": data_s / elapsed,
+        "loss": float(loss.detach()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="unet", choices=["unet", "flow", "embedding"])
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--patch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--converted", required=True, help="converted dataset folder")
+    parser.add_argument("--split", required=True, help="its split CSV")
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = ModelConfig(
+        name=args.family,
+        family=args.family,
+        options={
+            "encoder": args.encoder,
+            "in_channels": args.channels,
+            "patch_size": args.patch_size,
+            "batch_size": args.batch_size,
+        },
+    )
+    family = get_family(cfg)
+    samples = _samples(args)
+    for s in samples:
+        s.target = family.make_target(s.labels)
+    device = torch.device("cpu")
+    print(
+        f"{args.family} ({args.encoder}), {args.batch_size} crops of {args.patch_size} px per "
+        f"step, {args.steps} steps after {args.warmup} warm-up, {args.threads} threads, "
+        f"{len(samples)} training images; {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}"
+    )
+    header = f"| {'setting':<32} | crops/s | s/step | waiting for crops | speed-up |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    base = None
+    for name in args.rows:
+        result = _run(family, samples, family.options, ROWS[name], args.steps, args.warmup, device)
+        base = base or result["crops/s"]
+        print(
+            f"| {name:<32} | {result['crops/s']:7.1f} | {result['s/step']:6.3f} | "
+            f"{result['waiting for crops']:17.0%} | {result['crops/s'] / base:7.2f}x |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
