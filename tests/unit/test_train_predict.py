@@ -234,17 +234,26 @@ def test_scale_jitter_keeps_classes_and_gamma_keeps_range() -> None:
     assert not np.allclose(out, image)
 
 
+def _train_twice(cfg: ModelConfig, dataset, folder: Path, seed: int) -> tuple[dict, dict]:
+    """Train ``cfg`` twice with one seed into ``folder/a`` and ``folder/b``; both weights."""
+    import torch
+
+    converted, split = dataset
+    for name in ("a", "b"):
+        train_model(
+            cfg, "t", converted, split, folder / name, seed=seed, device="cpu", progress=False
+        )
+    return tuple(
+        torch.load(folder / name / "weights.pt", weights_only=True)["state_dict"]
+        for name in ("a", "b")
+    )
+
+
 def test_training_with_jitter_is_deterministic(tiny_dataset, tmp_path: Path) -> None:
     import torch
 
-    converted, split = tiny_dataset
     cfg = ModelConfig("unet", "unet", {**TINY_UNET, "scale_jitter": 0.3, "gamma_jitter": 0.2})
-    for name in ("a", "b"):
-        train_model(
-            cfg, "t", converted, split, tmp_path / name, seed=5, device="cpu", progress=False
-        )
-    w1 = torch.load(tmp_path / "a/weights.pt", weights_only=True)["state_dict"]
-    w2 = torch.load(tmp_path / "b/weights.pt", weights_only=True)["state_dict"]
+    w1, w2 = _train_twice(cfg, tiny_dataset, tmp_path, seed=5)
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
@@ -320,14 +329,8 @@ def test_training_speed_options_train_and_stay_deterministic(
 
     import torch
 
-    converted, split = tiny_dataset
     cfg = ModelConfig("unet", "unet", {**TINY_UNET, **speed})
-    for name in ("a", "b"):
-        train_model(
-            cfg, "t", converted, split, tmp_path / name, seed=3, device="cpu", progress=False
-        )
-    w1 = torch.load(tmp_path / "a/weights.pt", weights_only=True)["state_dict"]
-    w2 = torch.load(tmp_path / "b/weights.pt", weights_only=True)["state_dict"]
+    w1, w2 = _train_twice(cfg, tiny_dataset, tmp_path, seed=3)
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert all(torch.isfinite(v).all() for v in w1.values() if v.is_floating_point())
     options = json.loads((tmp_path / "a/config.json").read_text())["options"]

@@ -533,17 +533,23 @@ class _Progress:
 
 
 # ----------------------------------------------------------------------------- the run
+def _refusal(paths: list[Path], what: str, fix: str) -> SegmentError:
+    """The error refusing a run before any work: how many paths, ``what`` is wrong, each path."""
+    listed = "\n  ".join(str(p) for p in paths)
+    return SegmentError(f"{len(paths)} {what}:\n  {listed}\nNothing was written. {fix}")
+
+
 def _check_outputs(inputs: list[Path], outputs: dict[Path, Path], overwrite: bool) -> None:
     """Refuse, before any work, to write onto an input or (without overwrite) an existing file."""
     input_real = {os.path.realpath(path) for path in inputs}
     input_ids = {(st.st_dev, st.st_ino) for st in (p.stat() for p in inputs if p.exists())}
     folders = [out for out in outputs.values() if out.is_dir()]
     if folders:
-        raise SegmentError(
-            f"{len(folders)} output name(s) are taken by folders, which segment never "
-            "replaces (not even with --overwrite):\n  "
-            + "\n  ".join(str(p) for p in folders)
-            + "\nNothing was written. Choose another --out folder, or move those folders."
+        raise _refusal(
+            folders,
+            "output name(s) are taken by folders, which segment never replaces (not even "
+            "with --overwrite)",
+            "Choose another --out folder, or move those folders.",
         )
     onto_inputs, existing = [], []
     for out in outputs.values():
@@ -557,18 +563,17 @@ def _check_outputs(inputs: list[Path], outputs: dict[Path, Path], overwrite: boo
         elif exists:
             existing.append(out)
     if onto_inputs:
-        raise SegmentError(
-            f"{len(onto_inputs)} output file(s) would replace input images, which segment never "
-            "does (not even with --overwrite):\n  "
-            + "\n  ".join(str(p) for p in onto_inputs)
-            + "\nNothing was written. Choose another --out folder."
+        raise _refusal(
+            onto_inputs,
+            "output file(s) would replace input images, which segment never does (not even "
+            "with --overwrite)",
+            "Choose another --out folder.",
         )
     if existing and not overwrite:
-        raise SegmentError(
-            f"{len(existing)} output file(s) already exist:\n  "
-            + "\n  ".join(str(p) for p in existing)
-            + "\nNothing was written. Choose another --out folder, or add --overwrite "
-            "to replace them."
+        raise _refusal(
+            existing,
+            "output file(s) already exist",
+            "Choose another --out folder, or add --overwrite to replace them.",
         )
 
 
