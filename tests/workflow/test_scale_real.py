@@ -1,4 +1,4 @@
-"""`cellbench segment` is scale-robust on real images: 0.5x and 2x score like 1x.
+"""`cellbench segment` is scale-robust on real images: 0.5x and 2x within 0.06 of 1x.
 
 A U-Net is trained with size normalisation (``diameter: 30``) on the real BBBC039
 64-field subset (38 train images); its size model estimates the diameter of every
@@ -10,8 +10,8 @@ The bound is on the mean of the 16 paired per-image differences. With the 3 test
 images of the 16-field subset this test flaked (0.607 at 0.5x against 0.688 at 1x on
 one clean clone, within 0.05 in CI): a mean over 3 images moves by more than the bound
 from one training to the next. ``CELLBENCH_TEST_SEED`` reruns the test with another
-seed (split, initialisation and augmentation), which is how its spread over seeds is
-measured (BENCHMARKS.md section 13 says what has been measured so far).
+seed (split, initialisation and augmentation), which is how the spread over seeds behind
+``TOLERANCE`` was measured.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from workflow_helpers import BIN, run
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 SCALES = (1.0, 0.5, 2.0)
-TOLERANCE = 0.05
+# measured 0.5x - 1x: -0.034 (seed 42), -0.041 (seed 7); 2x - 1x: -0.017, -0.019
+# (BENCHMARKS.md section 13): 0.06 leaves about 4 seed standard deviations of margin
+TOLERANCE = 0.06
 SEED = int(os.environ.get("CELLBENCH_TEST_SEED", "42"))
 
 
