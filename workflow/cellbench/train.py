@@ -342,6 +342,8 @@ def sampling_weights(samples: Sequence[Sample], balance: float) -> np.ndarray:
     (a type with few images is rarely seen), 1 gives every type the same share.
     """
     areas = np.array([s.image.shape[-2] * s.image.shape[-1] for s in samples], float)
+    if not balance:  # by area, computed as before the option existed (same draws, same crops)
+        return areas / areas.sum()
     types = np.array([s.stratum for s in samples], dtype=object)
     weights = np.empty_like(areas)
     for kind in dict.fromkeys(types):
