@@ -98,20 +98,12 @@ def cmd_split(args) -> None:
     )
 
 
-def _read_split(path: Path):
-    import pandas as pd
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such split file. Run the split stage first.")
-    return pd.read_csv(path, dtype={"id": str, "group": str}, keep_default_na=False)
-
-
 def cmd_subsample(args) -> None:
     from cellbench.io import write_csv
-    from cellbench.split import subsample_split
+    from cellbench.split import read_split, subsample_split
 
     split_csv = Path(args.split)
-    sub = subsample_split(_read_split(split_csv), args.size, args.seed)
+    sub = subsample_split(read_split(split_csv), args.size, args.seed)
     write_csv(Path(args.out), sub)
     counts = sub["split"].value_counts().to_dict()
     print(
@@ -121,13 +113,14 @@ def cmd_subsample(args) -> None:
 
 
 def cmd_curve_sizes(args) -> None:
+    from cellbench.split import read_split
     from cellbench.studies import make_curve_plan, write_curve_plan
 
     params = _params(args)
     params.dataset(args.dataset)
     split_csv = Path(args.split or f"data/splits/{args.dataset}.csv")
     out = Path(args.out or f"data/splits/{args.dataset}/learning_curve.json")
-    split = _read_split(split_csv)
+    split = read_split(split_csv)
     if not params.train_sizes:
         raise ValueError(
             f"{args.params}: run.train_sizes is empty, so there is no learning curve to plan; "

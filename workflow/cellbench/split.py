@@ -38,6 +38,7 @@ __all__ = [
     "ALL",
     "SPLITS",
     "UNUSED",
+    "read_split",
     "curve_sizes",
     "make_split",
     "parse_size",
@@ -243,3 +244,19 @@ def subsample_split(split: pd.DataFrame, size: int | str, seed: int) -> pd.DataF
     dropped = (out["split"] == "train") & ~out["id"].astype(str).isin(keep)
     out.loc[dropped, "split"] = UNUSED
     return out
+
+
+def read_split(path) -> pd.DataFrame:
+    """Read a split CSV (``id, split, group, ...``) with ids and groups kept as text.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file is missing; the message says to run the split stage first.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such split file. Run the split stage first.")
+    return pd.read_csv(path, dtype={"id": str, "group": str}, keep_default_na=False)

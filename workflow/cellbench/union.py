@@ -25,6 +25,7 @@ import pandas as pd
 from cellbench.config import UNION
 from cellbench.datasets.base import TRAIN_LABELS, read_index
 from cellbench.io import atomic_dir, write_csv
+from cellbench.split import read_split
 
 __all__ = ["SEPARATOR", "UNION", "build_union", "member_id", "union_index", "union_split"]
 
@@ -104,10 +105,7 @@ def build_union(
         The union's split.
     """
     indexes = {name: read_index(Path(converted)) for name, converted, _ in members}
-    splits = {
-        name: pd.read_csv(split, dtype={"id": str, "group": str}, keep_default_na=False)
-        for name, _, split in members
-    }
+    splits = {name: read_split(split) for name, _, split in members}
     index, split = union_index(indexes), union_split(splits)
     with atomic_dir(out_converted) as tmp:
         for name, converted, _ in members:
