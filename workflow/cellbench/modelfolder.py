@@ -94,6 +94,33 @@ class LoadedModel:
     device: Any
     #: the size model (``size_model.json``) of a size-normalised network, when it has one
     size_model: SizeModel | None = None
+    #: contrast floor of the input normalisation, in noise sigma
+    #: (:func:`cellbench.transforms.normalize_percentile`; 0.0 = off)
+    min_contrast: float = 0.0
+
+
+def read_min_contrast(config: Mapping[str, Any], path: Path) -> float:
+    """``config.json``'s ``normalisation.min_contrast`` (0.0 for folders from before it).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file when the entry is not a finite number >= 0.
+    """
+    record = config.get("normalisation")
+    if record is None:
+        return 0.0
+    value = record.get("min_contrast", 0.0) if isinstance(record, Mapping) else None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value < float("inf")
+    ):
+        raise ConfigError(
+            f"{path}: normalisation.min_contrast must be a number >= 0, got {value!r}. "
+            "The folder was edited or damaged; re-run the train stage."
+        )
+    return float(value)
 
 
 def _family_from_config(config: Mapping[str, Any], path: Path) -> ModelFamily:
@@ -229,7 +256,15 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     thresholds = load_thresholds(family, model_dir / "thresholds.json")
     dev = resolve_device(device)
     net = load_network(family, model_dir / "weights.pt", dev) if family.trainable else None
-    return LoadedModel(family, net, dict(config), thresholds, dev, load_size_model(model_dir))
+    return LoadedModel(
+        family,
+        net,
+        dict(config),
+        thresholds,
+        dev,
+        load_size_model(model_dir),
+        read_min_contrast(config, config_path),
+    )
 
 
 def load_size_model(model_dir: Path) -> SizeModel | None:

@@ -124,7 +124,12 @@ def predict_dir(
         split = pd.read_csv(split_csv, dtype={"id": str}, keep_default_na=False)
         assigned = dict(zip(split["id"], split["split"], strict=True))
         windows = load_window_inputs(
-            converted, ids, model.family.in_channels, model.family.frames, assigned
+            converted,
+            ids,
+            model.family.in_channels,
+            model.family.frames,
+            assigned,
+            min_contrast=model.min_contrast,
         )
     rows, timings = [], []
     with atomic_dir(out_dir) as tmp:
@@ -137,6 +142,7 @@ def predict_dir(
                 else to_model_input(
                     read_image(converted / "images" / f"{image_id}.tif"),
                     model.family.in_channels,
+                    model.min_contrast,
                 )
             )
             start = time.perf_counter()

@@ -401,7 +401,7 @@ def segment_array(
         The post-processed mask does not have the image's shape (a cellbench bug).
     """
     h, w = image.shape[:2]
-    x = to_model_input(image, model.family.in_channels)
+    x = to_model_input(image, model.family.in_channels, model.min_contrast)
     if model.family.frames > 1:  # a time-window model given one image: a still sequence
         log.warning(
             "model %s reads windows of %d frames; a single image is segmented as a still "

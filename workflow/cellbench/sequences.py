@@ -108,11 +108,13 @@ def load_window_inputs(
     channels: int,
     frames: int,
     split: Mapping[str, str] | None = None,
+    *,
+    min_contrast: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Normalised network inputs ``(frames * channels, H, W)`` float32 per id.
 
-    Each frame is read and normalised on its own (:func:`cellbench.transforms.to_model_input`)
-    once, however many windows use it. Frames of a window must share one shape.
+    Each frame is read and normalised on its own (:func:`cellbench.transforms.to_model_input`,
+    with the model's contrast floor ``min_contrast``) once, however many windows use it. Frames of a window must share one shape.
 
     Raises
     ------
@@ -130,7 +132,9 @@ def load_window_inputs(
 
     def frame(i: str) -> np.ndarray:
         if i not in cache:
-            cache[i] = to_model_input(read_image(converted / "images" / f"{i}.tif"), channels)
+            cache[i] = to_model_input(
+                read_image(converted / "images" / f"{i}.tif"), channels, min_contrast
+            )
         return cache[i]
 
     out = {}

@@ -62,7 +62,8 @@ from cellbench.scale import (
 )
 from cellbench.sizemodel import SIZE_MODEL_FILE, SizeModel, fit_size_model
 from cellbench.skip import skip_reason, write_skipped
-from cellbench.transforms import to_model_input
+from cellbench.split import read_split
+from cellbench.transforms import contrast, contrast_floor, to_model_input, to_planes
 
 __all__ = [
     "TrainingDiverged",
@@ -108,8 +109,12 @@ def load_split(
     *,
     frames: int,
     full_only: bool = True,
+    min_contrast: float = 0.0,
 ) -> list[Sample]:
     """Load the images of one split, normalised for the network.
+
+    ``min_contrast`` is the model's contrast floor
+    (:func:`cellbench.transforms.normalize_percentile`).
 
     ``full_only`` skips partially annotated images (training on them would teach
     that unlabelled cells are background) unless there are no others. Images
@@ -142,10 +147,13 @@ def load_split(
         from cellbench.sequences import load_window_inputs
 
         assigned = dict(zip(split["id"], split["split"], strict=True))
-        images = load_window_inputs(converted, ids, channels, frames, assigned)
+        images = load_window_inputs(
+            converted, ids, channels, frames, assigned, min_contrast=min_contrast
+        )
     else:
         images = {
-            i: to_model_input(read_image(converted / "images" / f"{i}.tif"), channels) for i in ids
+            i: to_model_input(read_image(converted / "images" / f"{i}.tif"), channels, min_contrast)
+            for i in ids
         }
     return [
         Sample(
@@ -519,10 +527,49 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def training_contrast(
+    converted: Path, split: pd.DataFrame, channels: int, fraction: float
+) -> dict[str, float | int | None]:
+    """The contrast floor of a model, from its training images (raw, before normalisation).
+
+    Every plane of every ``train`` image (as the network reads it, :func:`to_planes`) gets
+    its :func:`cellbench.transforms.contrast`; the floor is ``fraction`` of their 2nd
+    percentile (:func:`cellbench.transforms.contrast_floor`). Returns the record stored
+    as ``config.json``'s ``normalisation``: ``min_contrast`` (0.0 = off) and the
+    training planes' 2nd percentile and median contrast.
+    """
+    record: dict[str, float | int | None] = {
+        "low_percentile": 1.0,
+        "high_percentile": 99.8,
+        "min_contrast": 0.0,
+        "train_contrast_p2": None,
+        "train_contrast_median": None,
+        "n_planes": 0,
+    }
+    if fraction <= 0:
+        return record
+    ids = split.loc[split["split"] == "train", "id"]
+    values = [
+        contrast(plane)
+        for i in ids
+        if (converted / "images" / f"{i}.tif").is_file()
+        for plane in to_planes(read_image(converted / "images" / f"{i}.tif"), channels)
+    ]
+    finite = [v for v in values if math.isfinite(v)]
+    record["n_planes"] = len(values)
+    if finite:
+        record["train_contrast_p2"] = round(float(np.percentile(finite, 2.0)), 3)
+        record["train_contrast_median"] = round(float(np.median(finite)), 3)
+    record["min_contrast"] = round(contrast_floor(values, fraction), 3)
+    return record
+
+
 def load_training_data(
-    family: ModelFamily, converted: Path, split_csv: Path
+    family: ModelFamily, converted: Path, split_csv: Path, min_contrast: float = 0.0
 ) -> tuple[list[Sample], list[Sample]]:
     """The train and val samples of a converted dataset (targets made for networks).
+
+    ``min_contrast``: the model's contrast floor (:func:`training_contrast`).
 
     Raises
     ------
@@ -530,8 +577,9 @@ def load_training_data(
         When a family with a network gets no annotated training image.
     """
     split = pd.read_csv(split_csv, dtype={"id": str}, keep_default_na=False)
-    train = load_split(converted, split, "train", family.in_channels, frames=family.frames)
-    val = load_split(converted, split, "val", family.in_channels, frames=family.frames)
+    kw = {"frames": family.frames, "min_contrast": min_contrast}
+    train = load_split(converted, split, "train", family.in_channels, **kw)
+    val = load_split(converted, split, "val", family.in_channels, **kw)
     if family.trainable and not train:
         counts = split["split"].value_counts().to_dict() if "split" in split else {}
         official = (
@@ -921,6 +969,7 @@ def model_record(
     device,
     timing: _Timing,
     size_model: SizeModel | None = None,
+    normalisation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` of a model folder.
 
@@ -950,6 +999,7 @@ def model_record(
         "train_label_stats": label_stats(train),
         "train_diameters": _diameter_stats(train),
         "size_model": _size_model_record(size_model),
+        "normalisation": dict(normalisation or {"min_contrast": 0.0}),
         "epochs_run": len(history),
         "best_monitored_loss": min(monitored) if monitored else None,
         "device": str(device),
@@ -1001,7 +1051,22 @@ def train_model(
             out_dir,
             {"dataset": dataset, "model": cfg.name, "family": family.family, "reason": reason},
         )
-    train, val = load_training_data(family, converted, split_csv)
+    normalisation = training_contrast(
+        converted,
+        read_split(split_csv),
+        family.in_channels,
+        float(getattr(family.options, "contrast_floor", 0.0)) if family.trainable else 0.0,
+    )
+    if normalisation["min_contrast"]:
+        log.info(
+            "model %s: contrast floor %.1f noise sigma (training planes: 2nd percentile %.1f)",
+            family.name,
+            normalisation["min_contrast"],
+            normalisation["train_contrast_p2"],
+        )
+    train, val = load_training_data(
+        family, converted, split_csv, float(normalisation["min_contrast"])
+    )
     dev = resolve_device(device)
     params_section = {"seed": seed, "model": {"family": cfg.family, **cfg.options}}
     store = None
@@ -1051,6 +1116,7 @@ def train_model(
         device=dev,
         timing=_Timing(trained - started, time.time() - trained),
         size_model=sizes,
+        normalisation=normalisation,
     )
     write_model_folder(
         out_dir, config=config, tuned=tuned, history=history, net=net, size_model=sizes

@@ -24,7 +24,8 @@ deepImageJ, ilastik, QuPath, ``bioimageio.core`` in Python) can run it:
 
 Not in the package: the **post-processing** that turns maps into instance labels
 (seeded watershed, flow tracking) with the tuned thresholds, size normalisation
-(the ``diameter`` option) and test-time augmentation; ``cellbench segment`` with the
+(the ``diameter`` option), the contrast floor of the input normalisation (the
+``contrast_floor`` option) and test-time augmentation; ``cellbench segment`` with the
 model folder does those. :func:`best_model` picks the model a dataset's package is
 made of (also used to serve the best model).
 """
@@ -493,6 +494,15 @@ def _documentation(
         "pipeline.",
         "- Test-time augmentation and tiling as cellbench does them.",
     ]
+    floor = float((config.get("normalisation") or {}).get("min_contrast") or 0.0)
+    if floor > 0:
+        lines.append(
+            f"- The contrast floor: cellbench never stretches an image's percentile range "
+            f"beyond {floor:g} times its noise standard deviation (the median absolute "
+            "deviation of horizontal neighbour differences x 1.4826 / sqrt 2), so empty "
+            "fields stay dim and get no objects; `scale_range` has no such floor, so the "
+            "package stretches the noise of an empty field to the full range."
+        )
     if diameter > 0:
         lines.append(
             f"- Size normalisation: the network was trained on images rescaled so objects "

@@ -115,6 +115,13 @@ class TrainingOptions(Options):
         description="training arithmetic: fp32, or bf16 autocast (CPUs with AVX-512 BF16 / "
         "AMX and recent GPUs; measured per dataset before switching on). Inference is fp32",
     )
+    contrast_floor: NonNegative = Field(
+        0.5,
+        description="empty-field guard: images are percentile-normalised, but never stretched "
+        "beyond this fraction of the training images' low contrast (2nd percentile of "
+        "percentile range / noise sigma), so the noise of an empty field stays dim and gets "
+        "no objects; 0 = plain percentile normalisation",
+    )
 
 
 class ScaledOptions(TrainingOptions):
