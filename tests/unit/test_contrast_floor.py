@@ -14,6 +14,7 @@ from cellbench.errors import ConfigError
 from cellbench.modelfolder import load_model
 from cellbench.train import train_model, training_contrast
 from cellbench.transforms import (
+    MAX_CONTRAST_FLOOR,
     contrast,
     contrast_floor,
     noise_sigma,
@@ -62,10 +63,14 @@ def test_contrast_separates_an_empty_field_from_one_with_nuclei() -> None:
 
 
 def test_contrast_floor_fraction_quantile_and_infinite_values() -> None:
-    values = [100.0] * 98 + [8.0, float("inf")]
+    values = [30.0] * 98 + [8.0, float("inf")]
     floor = contrast_floor(values, 0.5)
-    assert floor == pytest.approx(0.5 * np.percentile([100.0] * 98 + [8.0], 2.0))
-    assert 40.0 < floor <= 50.0  # one empty training field does not switch it off
+    assert floor == pytest.approx(0.5 * np.percentile([30.0] * 98 + [8.0], 2.0))
+    assert 12.0 < floor <= 15.0  # one empty training field does not switch it off
+    # bright training fields: the floor stops at MAX_CONTRAST_FLOOR, so faint real fields
+    # (30 sigma and up) are never dimmed
+    assert contrast_floor([150.0] * 50, 0.5) == MAX_CONTRAST_FLOOR == 20.0
+    assert contrast_floor([150.0] * 50, 0.5, cap=100.0) == 75.0
     assert contrast_floor(values, 0.0) == 0.0
     assert contrast_floor([float("inf")] * 3, 0.5) == 0.0
     assert contrast_floor([], 0.5) == 0.0

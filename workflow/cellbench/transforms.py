@@ -18,6 +18,9 @@ __all__ = [
 
 #: percentiles mapped to 0 and 1 by :func:`normalize_percentile`
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.8
+#: the highest contrast floor (noise sigma): pure noise measures 5-8, so 20 silences an empty
+#: field, while a model trained on bright fields never dims faint real ones (30 sigma and up)
+MAX_CONTRAST_FLOOR = 20.0
 #: pixel differences used at most by :func:`noise_sigma` (rows are strided beyond it)
 _NOISE_SAMPLE = 1_000_000
 
@@ -65,7 +68,9 @@ def contrast(
     return float((hi - lo) / sigma) if sigma > 0 else float("inf")
 
 
-def contrast_floor(contrasts, fraction: float, quantile: float = 2.0) -> float:
+def contrast_floor(
+    contrasts, fraction: float, quantile: float = 2.0, cap: float = MAX_CONTRAST_FLOOR
+) -> float:
     """The contrast floor of a model: ``fraction`` of its training planes' low contrast.
 
     Parameters
@@ -77,6 +82,8 @@ def contrast_floor(contrasts, fraction: float, quantile: float = 2.0) -> float:
     quantile : float
         Percentile (0-100) of the finite contrasts taken as "low", so one empty training
         field does not switch the floor off.
+    cap : float
+        The floor never exceeds this (:data:`MAX_CONTRAST_FLOOR`).
 
     Returns
     -------
@@ -86,7 +93,7 @@ def contrast_floor(contrasts, fraction: float, quantile: float = 2.0) -> float:
     finite = np.asarray([c for c in contrasts if np.isfinite(c)], dtype=float)
     if fraction <= 0 or not finite.size:
         return 0.0
-    return float(fraction * np.percentile(finite, quantile))
+    return float(min(fraction * np.percentile(finite, quantile), cap))
 
 
 def normalize_percentile(

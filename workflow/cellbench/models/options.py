@@ -119,8 +119,8 @@ class TrainingOptions(Options):
         0.5,
         description="empty-field guard: images are percentile-normalised, but never stretched "
         "beyond this fraction of the training images' low contrast (2nd percentile of "
-        "percentile range / noise sigma), so the noise of an empty field stays dim and gets "
-        "no objects; 0 = plain percentile normalisation",
+        "percentile range / noise sigma; the floor is at most 20 sigma), so the noise of an "
+        "empty field stays dim and gets no objects; 0 = plain percentile normalisation",
     )
 
 
