@@ -109,7 +109,8 @@ def test_training_contrast_record(tmp_path: Path) -> None:
     split = pd.read_csv(split_csv, dtype={"id": str}, keep_default_na=False)
     record = training_contrast(converted, split, 1, 0.5)
     assert record["n_planes"] == (split["split"] == "train").sum()
-    assert record["min_contrast"] == pytest.approx(0.5 * record["train_contrast_p2"], abs=2e-3)
+    expected = min(0.5 * record["train_contrast_p2"], MAX_CONTRAST_FLOOR)
+    assert record["min_contrast"] == pytest.approx(expected, abs=2e-3)
     assert record["min_contrast"] > 0
     off = training_contrast(converted, split, 1, 0.0)
     assert off["min_contrast"] == 0.0 and off["n_planes"] == 0
