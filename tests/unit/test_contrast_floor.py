@@ -171,3 +171,21 @@ def test_a_damaged_floor_is_refused_naming_the_file(tmp_path: Path, bad, one_tor
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=r"config.json: normalisation.min_contrast"):
         load_model(out, "cpu")
+
+
+def test_bioimageio_documentation_states_the_floor_it_cannot_carry() -> None:
+    from cellbench.export.bioimageio import _documentation, _PackageFacts
+
+    def doc(normalisation):
+        config = {"family": "flow", "dataset": "d", "train_diameters": {"median": 20.0}}
+        if normalisation is not None:
+            config["normalisation"] = normalisation
+        facts = _PackageFacts(
+            "m", config, {"selected": {}}, {"encoder_depth": 4}, ["intensity"], ["a"], 16
+        )
+        return _documentation(facts, licence_note="", image_id="x", scores=None, diameter=0.0)
+
+    assert "beyond 20 times its noise standard deviation" in doc({"min_contrast": 20.0})
+    assert "`scale_range` has no such floor" in doc({"min_contrast": 20.0})
+    assert "contrast floor" not in doc({"min_contrast": 0.0})
+    assert "contrast floor" not in doc(None)  # a folder from before the floor
