@@ -6,7 +6,8 @@ image, so the 16 held-out test images segmented at half and at twice their size 
 score (mean AP against the truth resized with nearest neighbour) like the same images
 at their own size, and the estimated diameters must follow the scale.
 
-The bound is on the mean of the 16 paired per-image differences. With the 3 test
+The bound is on the mean of the paired per-image differences over the 15 test fields that
+hold nuclei (an empty field scores 0 or 1 and depends on the contrast floor, not on scale). With the 3 test
 images of the 16-field subset this test flaked (0.607 at 0.5x against 0.688 at 1x on
 one clean clone, within 0.05 in CI): a mean over 3 images moves by more than the bound
 from one training to the next. ``CELLBENCH_TEST_SEED`` reruns the test with another
@@ -94,7 +95,7 @@ def test_segment_at_half_and_double_size_scores_like_the_original(trained: Path)
         for image_id in ids:
             image = np.asarray(read_image(trained / "converted" / "images" / f"{image_id}.tif"))
             tifffile.imwrite(folder / f"{image_id}.tif", _resize(image, factor, nearest=False))
-    rows, diameters = [], {}
+    rows, diameters, empty = [], {}, set()
     for factor in SCALES:
         proc = run(
             [str(BIN / "cellbench"), "segment", "--model-dir", "model", "--threads", "2"]
@@ -106,11 +107,18 @@ def test_segment_at_half_and_double_size_scores_like_the_original(trained: Path)
         diameters[factor] = np.array([float(d) for d in found])
         for image_id in ids:
             truth = np.asarray(read_labels(trained / "converted" / "labels" / f"{image_id}.tif"))
+            if not truth.any():
+                empty.add(image_id)
             truth = _resize(truth, factor, nearest=True)
             masks = tifffile.imread(trained / f"masks_{factor}" / f"{image_id}_masks.tif")
             assert masks.shape == truth.shape
             rows.append({"id": image_id, "factor": factor, "ap": score_image(truth, masks).mean_ap})
     table = pd.DataFrame(rows).pivot(index="id", columns="factor", values="ap")
+    # Fields without nuclei score 0 or 1 (any object, or none) and so move a mean over 16
+    # images by 0.0625 on their own; whether resampled noise stays under the model's
+    # contrast floor is not a question of scale robustness (BENCHMARKS.md section 14).
+    table = table.drop(index=sorted(empty))
+    assert len(table) >= 12
     scores = table.mean()
     print(f"seed {SEED}: mean AP by scale {scores.round(4).to_dict()}")
     assert scores[1.0] > 0.5, "the model must segment the originals well for the test to mean much"
