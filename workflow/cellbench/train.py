@@ -63,7 +63,15 @@ from cellbench.scale import (
 from cellbench.sizemodel import SIZE_MODEL_FILE, SizeModel, fit_size_model
 from cellbench.skip import skip_reason, write_skipped
 from cellbench.split import read_split
-from cellbench.transforms import contrast, contrast_floor, to_model_input, to_planes
+from cellbench.transforms import (
+    FLOOR_QUANTILE,
+    HIGH_PERCENTILE,
+    LOW_PERCENTILE,
+    contrast,
+    contrast_floor,
+    to_model_input,
+    to_planes,
+)
 
 __all__ = [
     "TrainingDiverged",
@@ -539,8 +547,8 @@ def training_contrast(
     training planes' 2nd percentile and median contrast.
     """
     record: dict[str, float | int | None] = {
-        "low_percentile": 1.0,
-        "high_percentile": 99.8,
+        "low_percentile": LOW_PERCENTILE,
+        "high_percentile": HIGH_PERCENTILE,
         "min_contrast": 0.0,
         "train_contrast_p2": None,
         "train_contrast_median": None,
@@ -558,7 +566,7 @@ def training_contrast(
     finite = [v for v in values if math.isfinite(v)]
     record["n_planes"] = len(values)
     if finite:
-        record["train_contrast_p2"] = round(float(np.percentile(finite, 2.0)), 3)
+        record["train_contrast_p2"] = round(float(np.percentile(finite, FLOOR_QUANTILE)), 3)
         record["train_contrast_median"] = round(float(np.median(finite)), 3)
     record["min_contrast"] = round(contrast_floor(values, fraction), 3)
     return record

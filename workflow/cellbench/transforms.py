@@ -18,6 +18,8 @@ __all__ = [
 
 #: percentiles mapped to 0 and 1 by :func:`normalize_percentile`
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.8
+#: percentile (0-100) of the training planes' contrasts that the floor is a fraction of
+FLOOR_QUANTILE = 2.0
 #: the highest contrast floor (noise sigma): pure noise measures 5-8, so 20 silences an empty
 #: field, while a model trained on bright fields never dims faint real ones (30 sigma and up)
 MAX_CONTRAST_FLOOR = 20.0
@@ -69,7 +71,7 @@ def contrast(
 
 
 def contrast_floor(
-    contrasts, fraction: float, quantile: float = 2.0, cap: float = MAX_CONTRAST_FLOOR
+    contrasts, fraction: float, quantile: float = FLOOR_QUANTILE, cap: float = MAX_CONTRAST_FLOOR
 ) -> float:
     """The contrast floor of a model: ``fraction`` of its training planes' low contrast.
 
