@@ -62,6 +62,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_run_options_default_to_the_main_run_only(repo_root: Path) -> None:
     params = load_params(repo_root / "params.yaml")
     assert params.train_sizes == () and not params.cross and not params.union
+    assert params.curve_datasets == ()
     assert params.run_seeds == (params.seed,)
     assert params.training_sets() == params.run_datasets
 
@@ -74,11 +75,22 @@ def test_learning_curve_and_cross_keys_are_typed(tmp_path, params_dict) -> None:
     params_dict["run"].update(cross=True, union=True)
     params = load_params(write(tmp_path, params_dict))
     assert params.train_sizes == (30, 100, "all") and params.run_seeds == (1, 2, 3)
+    assert params.curve_datasets == ("synthetic", "other")  # default: every run dataset
     assert params.cross and params.union
     assert params.training_sets() == ("synthetic", "other", "union")
     params.check_training_set("union")  # a training set, though not a dataset key
     with pytest.raises(ConfigError, match="unknown dataset 'unoin'"):
         params.check_training_set("unoin")
+
+
+def test_curve_datasets_limit_the_learning_curves(tmp_path, params_dict) -> None:
+    params_dict["datasets"]["other"] = dict(params_dict["datasets"]["synthetic"])
+    params_dict["run"].update(
+        datasets=["synthetic", "other"], train_sizes=[5, "all"], curve_datasets=["other"]
+    )
+    assert load_params(write(tmp_path, params_dict)).curve_datasets == ("other",)
+    params_dict["run"]["curve_datasets"] = ["other", "synthetic"]  # run.datasets order
+    assert load_params(write(tmp_path, params_dict)).curve_datasets == ("synthetic", "other")
 
 
 @pytest.mark.parametrize(
@@ -93,6 +105,12 @@ def test_learning_curve_and_cross_keys_are_typed(tmp_path, params_dict) -> None:
         ({"cross": "yes"}, ["run.cross", "'yes' is not of type 'boolean'"]),
         ({"union": True}, ["run.union", "two or more datasets", "union: false"]),
         ({"crosss": True}, ["unknown key 'crosss' (did you mean 'cross'?)"]),
+        (
+            {"train_sizes": [5], "curve_datasets": ["dsb"]},
+            ["run.curve_datasets: 'dsb' is not in run.datasets", "synthetic"],
+        ),
+        ({"curve_datasets": ["synthetic"]}, ["no learning curves without run.train_sizes"]),
+        ({"train_sizes": [5], "curve_datasets": []}, ["run.curve_datasets"]),
     ],
 )
 def test_invalid_run_keys_name_the_key_and_the_fix(tmp_path, params_dict, run, messages) -> None:

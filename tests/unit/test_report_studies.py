@@ -140,6 +140,7 @@ def studies_page(tmp_path_factory) -> tuple[Path, str]:
     }
     raw["datasets"] = {d: {"kind": "synthetic", "source": "generate"} for d in ("a", "b")}
     params = params_from_mapping(raw, root / "params.yaml")
+    (root / "raw.json").write_text(json.dumps(raw))  # for tests that vary run:
     data, results = root / "data", root / "results"
     for dataset in ("a", "b"):  # 10 train images: 20 and 'all' are one training
         write_curve_plan(
@@ -197,6 +198,26 @@ def test_report_has_learning_curves_and_the_matrix(studies_page) -> None:
     assert body.count('class="diagonal"') == 2 and ">union<" in body
     assert re.search(r'class="off" style="background:#[0-9a-f]{6};color:#[0-9a-f]{6}">0\.150', body)
     assert ">0.550" in body and ">0.650" in body
+
+
+def test_curve_datasets_keep_the_other_datasets_out_of_the_curves(studies_page) -> None:
+    from cellbench.report import render_report
+
+    root, _ = studies_page
+    raw = json.loads((root / "raw.json").read_text())
+    raw["run"]["curve_datasets"] = ["b"]
+    params = params_from_mapping(raw, root / "params.yaml")
+    assert params.curve_datasets == ("b",)
+    # dataset a's curve plan is not read: remove it to prove it
+    moved = curve_plan_path(root / "data", "a")
+    moved.rename(moved.with_suffix(".away"))
+    try:
+        page = render_report(params, root / "data", root / "results", root / "b_only.html")
+    finally:
+        moved.with_suffix(".away").rename(moved)
+    html = page.read_text()
+    assert html.count('class="learning-curve"') == 1 and 'id="learning-curve-0"' in html
+    assert html.count('class="matrix"') == 2  # the cross-dataset matrix is unchanged
 
 
 def test_report_without_run_options_has_neither_section(tmp_path) -> None:

@@ -69,6 +69,20 @@ def test_report_depends_on_the_new_targets_only_when_they_are_on(
     assert "results/models/union/unet" in full
 
 
+def test_curve_datasets_limit_the_learning_curve_targets(tmp_path: Path, repo_root: Path) -> None:
+    project = tmp_path / "b_only"
+    copy_workflow(repo_root, project)
+    params = studies_params(project)
+    params["run"]["curve_datasets"] = ["synthetic_b"]
+    write_params(project, params)
+    out = dry_run(project)
+    assert "data/splits/synthetic_b/learning_curve.json" in out
+    assert "data/splits/synthetic/learning_curve.json" not in out
+    # the main runs and the whole matrix are still there
+    assert "results/cross/unet/synthetic__on__synthetic_b/scores" in out
+    assert "results/models/synthetic/unet" in out
+
+
 @pytest.mark.slow
 def test_learning_curves_cross_and_union_end_to_end(tmp_path: Path, repo_root: Path) -> None:
     project = copy_workflow(repo_root, tmp_path)

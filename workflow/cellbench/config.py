@@ -81,6 +81,14 @@ class RunOptions(Options):
         "(nested, stratified subsamples of the train split; 'all' = the whole split), "
         "e.g. [30, 100, 300, all]; empty = no learning curves",
     )
+    curve_datasets: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra={"uniqueItems": True},
+        description="learning curves: only on these run datasets (null = on every run "
+        "dataset); a curve costs sizes x seeds trainings per model, so a large dataset can "
+        "keep its main run and cross-dataset cells without one",
+    )
     seeds: tuple[Annotated[int, Field(ge=0)], ...] | None = Field(
         None,
         min_length=1,
@@ -197,6 +205,17 @@ class Params:
         return tuple(self.run.train_sizes) if self.run is not None else ()
 
     @property
+    def curve_datasets(self) -> tuple[str, ...]:
+        """The run datasets with learning curves, in ``run.datasets`` order.
+
+        None without ``run.train_sizes``; else ``run.curve_datasets`` (default: all of them).
+        """
+        if not self.train_sizes:
+            return ()
+        chosen = self.run.curve_datasets if self.run is not None else None
+        return tuple(d for d in self.run_datasets if chosen is None or d in chosen)
+
+    @property
     def cross(self) -> bool:
         """Whether the cross-dataset matrix is on (``run.cross``)."""
         return bool(self.run is not None and self.run.cross)
@@ -271,12 +290,24 @@ def validate_params(raw: Mapping[str, Any], source: str | os.PathLike = "params.
 
 
 def _run_problems(raw: Mapping[str, Any]) -> list[str]:
-    """What the schema cannot say about ``run.union``: two or more datasets, no name clash.
+    """What the schema cannot say about ``run``: curve datasets among the run datasets (and
+    only with train sizes); for ``union`` two or more datasets and no name clash.
 
     ``run.cross`` with one dataset is allowed: its matrix is the diagonal (the main run).
     """
     run = raw["run"]
     problems = []
+    for name in run.get("curve_datasets") or ():
+        if name not in run["datasets"]:
+            problems.append(
+                f"run.curve_datasets: '{name}' is not in run.datasets; learning curves are "
+                f"drawn on run datasets only: {', '.join(run['datasets'])}"
+            )
+    if run.get("curve_datasets") and not run.get("train_sizes"):
+        problems.append(
+            "run.curve_datasets: there are no learning curves without run.train_sizes; "
+            "set e.g. 'train_sizes: [30, 100, all]', or leave curve_datasets out"
+        )
     if run.get("union"):
         if len(run["datasets"]) < 2:
             problems.append(

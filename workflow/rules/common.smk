@@ -96,14 +96,15 @@ def all_scores():
 
 
 def curve_scores(wildcards=None):
-    """Every learning-curve point's scores folder (none when run.train_sizes is empty).
+    """Every learning-curve point's scores folder (none when run.train_sizes is empty;
+    on run.curve_datasets only, when set).
 
     The sizes a dataset trains are known once its split exists (sizes at or above its
     number of train images collapse to 'all'): the checkpoint plan_learning_curve
     writes them. The point ('all', top-level seed) is the main run's folder.
     """
     out = []
-    for d in DATASETS if TRAIN_SIZES else ():
+    for d in PARAMS.curve_datasets:
         plan = read_curve_plan(Path(checkpoints.plan_learning_curve.get(dataset=d).output[0]))
         for m in MODELS:
             for size in plan.labels:

@@ -349,11 +349,9 @@ def _scores(folder: Path) -> tuple[dict, pd.DataFrame, str | None]:
 def _curves(
     params: Params, data: Path, results: Path
 ) -> tuple[list[CurveRun], dict[str, CurvePlan]]:
-    """Every learning-curve point of ``run.train_sizes`` x ``run.seeds`` (none when empty)."""
+    """Every learning-curve point of ``run.train_sizes`` x ``run.seeds`` on the curve datasets."""
     runs, plans = [], {}
-    if not params.train_sizes:
-        return runs, plans
-    for d in params.run_datasets:
+    for d in params.curve_datasets:
         plan = plans[d] = read_curve_plan(curve_plan_path(data, d))
         for m in params.run_models:
             for size in plan.labels:
