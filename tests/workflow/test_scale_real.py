@@ -7,10 +7,10 @@ score (mean AP against the truth resized with nearest neighbour) like the same i
 at their own size, and the estimated diameters must follow the scale.
 
 The bound is on the mean of the paired per-image differences over the 15 test fields that
-hold nuclei (an empty field scores 0 or 1 and depends on the contrast floor, not on scale). With the 3 test
-images of the 16-field subset this test flaked (0.607 at 0.5x against 0.688 at 1x on
-one clean clone, within 0.05 in CI): a mean over 3 images moves by more than the bound
-from one training to the next. ``CELLBENCH_TEST_SEED`` reruns the test with another
+hold nuclei (an empty field scores 0 or 1 and depends on the contrast floor, not on
+scale). With the 3 test images of the 16-field subset this test flaked (0.607 at 0.5x
+against 0.688 at 1x on one clean clone, within 0.05 in CI): a mean over 3 images moves
+by more than the bound from one training to the next. ``CELLBENCH_TEST_SEED`` reruns the test with another
 seed (split, initialisation and augmentation), which is how the spread over seeds behind
 ``TOLERANCE`` was measured.
 """

@@ -208,7 +208,7 @@ class Params:
     def curve_datasets(self) -> tuple[str, ...]:
         """The run datasets with learning curves, in ``run.datasets`` order.
 
-        None without ``run.train_sizes``; else ``run.curve_datasets`` (default: all of them).
+        Empty without ``run.train_sizes``; else ``run.curve_datasets`` (default: all of them).
         """
         if not self.train_sizes:
             return ()
