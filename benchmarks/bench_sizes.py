@@ -12,7 +12,10 @@ estimated in three ways, side by side:
   model; ``size_estimate: segmentation``, ``diameter_passes: 3``);
 - ``size model``: the size model's regression alone (``diameter_passes: 1``);
 - ``size model + 1 pass``: the regression, refined by one segmented pass (the
-  default, ``diameter_passes: 2``).
+  default, ``diameter_passes: 2``);
+- ``1 pass from 1x/2x/3x``: as the previous, but the first pass tries 1x, 2x and 3x
+  the regressed diameter and refines the start whose objects measure closest to the
+  standard size (``diameter_starts: [1, 2, 3]``).
 
 Printed per estimator and scale: mean AP over the images (the paired difference to
 scale 1 in brackets), the median estimated / true diameter ratio, the share of images
@@ -47,6 +50,11 @@ ESTIMATORS = {
     "segmentation": {"size_estimate": "segmentation", "diameter_passes": 3},
     "size model": {"size_estimate": "regression", "diameter_passes": 1},
     "size model + 1 pass": {"size_estimate": "regression", "diameter_passes": 2},
+    "1 pass from 1x/2x/3x": {
+        "size_estimate": "regression",
+        "diameter_passes": 2,
+        "diameter_starts": (1.0, 2.0, 3.0),
+    },
 }
 
 
@@ -78,6 +86,13 @@ def main() -> None:
     parser.add_argument("--which", default="test", help="split to use (default: test)")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=list(ESTIMATORS),
+        default=list(ESTIMATORS),
+        help="estimators to run (default: all)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -89,7 +104,8 @@ def main() -> None:
     variants = {
         name: _with_options(base, **opts)
         for name, opts in ESTIMATORS.items()
-        if base.size_model is not None or opts["size_estimate"] == "segmentation"
+        if name in args.estimators
+        and (base.size_model is not None or opts["size_estimate"] == "segmentation")
     }
     rows = []
     for image_id in ids:

@@ -296,3 +296,27 @@ def test_maskrcnn_refuses_tta_with_the_reason() -> None:
     with pytest.raises(ConfigError, match="detections cannot be averaged"):
         MaskRCNNOptions.from_mapping({"tta": True}, "models.maskrcnn", "params.yaml")
     assert MaskRCNNOptions().tta is False
+
+
+def test_diameter_starts_need_a_measuring_pass() -> None:
+    from cellbench.errors import ConfigError
+    from cellbench.models.options import NetworkOptions
+
+    with pytest.raises(ConfigError, match="makes no measuring pass: set diameter_passes to 2"):
+        NetworkOptions.from_mapping(
+            {"diameter": 30, "diameter_starts": [1, 2, 3], "diameter_passes": 1},
+            "models.flow",
+            "params.yaml",
+        )
+    ok = NetworkOptions.from_mapping(
+        {
+            "diameter": 30,
+            "diameter_starts": [1, 2, 3],
+            "size_estimate": "segmentation",
+            "diameter_passes": 1,
+        },
+        "models.flow",
+        "params.yaml",
+    )
+    assert ok.diameter_starts == (1.0, 2.0, 3.0)
+    assert NetworkOptions().diameter_starts == (1.0,)

@@ -116,6 +116,12 @@ def test_size_rows_compare_estimated_and_true_diameters() -> None:
     regressed = per_image.assign(regressed_diameter=[5.0, 10.0, 20.0])
     r = size_rows([ModelRun("d", "u", "unet", {}, regressed, config=config)])[0]
     assert r["regressed_ratio"] == 0.5 and r["method"].startswith("size model")
+    assert "first pass" not in r["method"]
+    starts = {"options": {"diameter": 30.0, "diameter_passes": 2, "diameter_starts": [1, 2, 3]}}
+    r = size_rows([ModelRun("d", "u", "unet", {}, regressed, config=starts)])[0]
+    assert r["method"] == (
+        "size model + segmented passes (at most 2), first pass from 1x / 2x / 3x the estimate"
+    )
 
 
 def test_number_formats() -> None:

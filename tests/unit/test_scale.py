@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from cellbench.scale import (
     MAX_FACTOR,
+    START_MARGIN,
+    closest_start,
     estimate_scale,
     median_diameter,
     rescale_image,
@@ -95,3 +97,104 @@ def test_rescaled_labels_stay_aligned_with_the_rescaled_image(factor: float) -> 
         assert np.abs(np.array(ndi.center_of_mass(window)) - expected).max() < 0.35
     offsets = np.array(offsets)
     assert np.abs(offsets).max() < 0.35 and np.abs(offsets.mean(axis=0)).max() < 0.15, offsets
+
+
+def _cutting_network(limit: float, piece: int):
+    """An ideal "network" that, as a real one does, cuts objects far above its size into pieces.
+
+    The maps are the image, but objects measuring more than ``limit`` px at the scale it
+    is shown are cut by a grid of lines every ``piece`` px.
+    """
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        maps = x.copy()
+        shown = median_diameter(label(x[0] > 0.5))
+        if shown is not None and shown > limit:
+            maps[0, ::piece, :] = 0
+            maps[0, :, ::piece] = 0
+        return maps
+
+    return predict
+
+
+def _segment(maps: np.ndarray) -> np.ndarray:
+    return label(maps[0] > 0.5)
+
+
+def test_several_starts_find_objects_the_first_estimate_makes_the_network_cut() -> None:
+    truth = discs((384, 384), 30, 96)  # 60 px objects
+    image = (truth > 0).astype(np.float32)[None]
+    predict = _cutting_network(limit=40.0, piece=20)
+    start = 30.0 / 20.0  # a first estimate of 20 px: the objects are shown at 90 px
+    # one start: the pieces (about 20 px at that scale) confirm a far too small diameter
+    _, alone = estimate_scale(image, 30.0, predict, _segment, max_passes=3, start=start)
+    assert alone.diameter < 20
+    calls = []
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        calls.append(x.shape)
+        return predict(x)
+
+    maps, estimate = estimate_scale(
+        image, 30.0, counted, _segment, max_passes=3, start=start, starts=(1.0, 2.0, 3.0)
+    )
+    # x3 shows them at 30 px, where they measure 30: that start is kept, and the pass that
+    # refines it (one more) measures the same size, which confirms it
+    assert estimate.diameter == pytest.approx(60, rel=0.1)
+    assert estimate.factor == pytest.approx(0.5, rel=0.05)
+    assert estimate.passes == 4 and len(calls) == 4
+    assert maps.shape[1] == pytest.approx(192, rel=0.05)
+    assert median_diameter(_segment(maps)) == pytest.approx(30, rel=0.1)
+
+
+def test_several_starts_keep_a_right_first_estimate() -> None:
+    truth = discs((256, 256), 15, 64)  # 30 px objects
+    image = (truth > 0).astype(np.float32)[None]
+    predict = _cutting_network(limit=40.0, piece=20)
+    _, estimate = estimate_scale(
+        image, 30.0, predict, _segment, max_passes=3, start=1.0, starts=(1.0, 2.0, 3.0)
+    )
+    assert estimate.factor == 1.0 and estimate.diameter == pytest.approx(30, rel=0.1)
+
+
+def test_several_starts_without_objects_keep_the_first_start() -> None:
+    image = np.zeros((1, 96, 96), np.float32)
+    maps, estimate = estimate_scale(
+        image, 30.0, lambda x: x, _segment, start=2.0, starts=(1.0, 2.0, 3.0)
+    )
+    assert estimate.factor == 2.0 and estimate.diameter is None and estimate.passes == 3
+    assert maps.shape == (1, 192, 192)
+
+
+def test_closest_start_keeps_the_first_estimate_on_near_ties() -> None:
+    assert closest_start([], 30.0) is None and closest_start([None, None], 30.0) is None
+    assert closest_start([40.0, 33.0], 30.0) == 1  # |log| 0.29 against 0.10
+    assert closest_start([36.0, 33.0], 30.0) == 0  # 0.18 against 0.10: within the margin
+    assert closest_start([12.0, 24.0, 31.0], 30.0) == 2
+    assert closest_start([None, 12.0], 30.0) == 1  # the first found nothing
+    assert closest_start([36.0, 33.0], 30.0, margin=0.0) == 1
+    assert 0 < START_MARGIN < 0.2
+
+
+def test_a_start_the_refining_pass_does_not_confirm_is_dropped() -> None:
+    # "texture": the network finds 14 px objects wherever it looks, except at the 2x
+    # start's exact size, where it finds 27 px ones (near the standard of 30)
+    shape = (240, 240)
+    start = 30.0 / 40.0  # a first estimate of 40 px
+    texture_at_2x = round(shape[1] * start / 2)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        radius = 13.5 if x.shape[2] == texture_at_2x else 7.0
+        return (discs(x.shape[1:], radius, int(4 * radius)) > 0).astype(np.float32)[None]
+
+    image = np.zeros((1, *shape), np.float32)
+    _, alone = estimate_scale(image, 30.0, predict, _segment, max_passes=1, start=start)
+    _, estimate = estimate_scale(
+        image, 30.0, predict, _segment, max_passes=1, start=start, starts=(1.0, 2.0)
+    )
+    # 2x measured 27 px (54 on the original grid), but rescaled to that the objects measure
+    # 14 px again (31 on the original grid): not confirmed, so the first start is refined
+    assert closest_start([14.0, 27.0], 30.0) == 1
+    assert estimate.factor == pytest.approx(alone.factor)
+    assert estimate.diameter == pytest.approx(alone.diameter)
+    assert estimate.passes == alone.passes + 2  # the 2x start and its refining pass

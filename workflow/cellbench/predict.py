@@ -151,7 +151,6 @@ def predict_dir(
                 model.net,
                 image,
                 model.device,
-                thresholds=model.thresholds,
                 image_diameter=image_diameter,
                 size_model=model.size_model,
                 tile_size=tile_size,

@@ -20,7 +20,7 @@ float32, labels ``(H, W)`` integer (0 = background).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +29,10 @@ __all__ = [
     "MAX_FACTOR",
     "MIN_FACTOR",
     "ObjectStats",
+    "START_CONFIRM",
+    "START_MARGIN",
     "ScaleEstimate",
+    "closest_start",
     "estimate_scale",
     "median_diameter",
     "object_stats",
@@ -92,7 +95,11 @@ def scale_factor(standard: float, diameter: float | None, shape: tuple[int, int]
     """
     if not standard or not diameter:
         return 1.0
-    factor = float(np.clip(standard / diameter, MIN_FACTOR, MAX_FACTOR))
+    return _clipped(standard / diameter, shape)
+
+
+def _clipped(factor: float, shape: tuple[int, ...]) -> float:
+    factor = float(np.clip(factor, MIN_FACTOR, MAX_FACTOR))
     return max(factor, MIN_SIDE / max(1, min(shape)))
 
 
@@ -172,6 +179,40 @@ class ScaleEstimate:
     regressed: float | None = None
 
 
+#: another start replaces the first only when its objects measure this much closer to the
+#: standard size (in |log(found / standard)|): near ties keep the first estimate
+START_MARGIN = 0.1
+#: ... and only when the pass that refines it measures its objects within this ratio of the
+#: start's measure (a network that takes texture for objects of its own training size
+#: finds them at every scale, so their size on the original grid moves with the scale)
+START_CONFIRM = 1.25
+
+
+def closest_start(
+    found: Sequence[float | None], standard: float, margin: float = START_MARGIN
+) -> int | None:
+    """Index of the start whose objects measured closest to ``standard`` px at their scale.
+
+    Parameters
+    ----------
+    found : per start, the median diameter (px) of the objects found at that start's
+        scale (None: nothing found); the first is the reference estimate.
+    standard : the diameter the network was trained at (px).
+    margin : another start is chosen over the first only when its
+        ``|log(found / standard)|`` is smaller by more than this (the first wins near
+        ties; it is also kept when it found nothing and no other start did).
+
+    Returns
+    -------
+    The index, or None when no start found anything.
+    """
+    miss = [abs(math.log(f / standard)) if f else math.inf for f in found]
+    if not found or all(m == math.inf for m in miss):
+        return None
+    best = min(range(len(miss)), key=miss.__getitem__)
+    return best if miss[0] - miss[best] > margin else 0
+
+
 def estimate_scale(
     image: np.ndarray,
     standard: float,
@@ -181,6 +222,7 @@ def estimate_scale(
     max_passes: int = 3,
     tolerance: float = 0.1,
     start: float = 1.0,
+    starts: Sequence[float] = (1.0,),
 ) -> tuple[np.ndarray, ScaleEstimate]:
     """Find the factor that brings the image's objects to ``standard`` px, with the network.
 
@@ -195,6 +237,12 @@ def estimate_scale(
     tolerance : stop when the next factor is within this relative change.
     start : the factor of the first pass (1 = the original size; a size model's
         estimate gives a better start).
+    starts : multiples of the diameter that ``start`` implies, each tried by the first
+        pass (factor ``start / k``, clipped as :func:`scale_factor` clips); the one whose
+        objects measure closest to ``standard`` px at their own scale
+        (:func:`closest_start`) is refined, when the refining pass confirms it (its
+        objects measure, on the original grid, within ``START_CONFIRM`` of the start's);
+        otherwise the first start is. ``(1.0,)``: ``start`` alone.
 
     Returns
     -------
@@ -203,22 +251,65 @@ def estimate_scale(
 
     Notes
     -----
-    Pass 1 runs at ``start``. Each pass measures the median diameter of
-    the objects found (px at that pass's size) and moves the factor so they would
-    measure ``standard``; the loop stops when the factor settles. A pass that
+    Pass 1 runs at ``start`` (at each of ``starts``). Each pass measures the median
+    diameter of the objects found (px at that pass's size) and moves the factor so they
+    would measure ``standard``; the loop stops when the factor settles. A pass that
     finds nothing keeps the previous factor.
+
+    Several starts catch objects far larger (or smaller) than a first estimate says: a
+    network shown nuclei at 2-3x its training size cuts them into pieces of about its
+    training size, so measuring from there confirms the wrong scale, while the start
+    that shows them near ``standard`` px measures them near ``standard`` px. The
+    confirming pass guards the other way round: in texture (brightfield), a network
+    finds "objects" of about its training size at every scale, so a start that looks
+    right measures a different size once the image is rescaled to it.
+    ``passes`` counts every network pass, each start's included.
     """
     shape = image.shape[1:]
-    factor, diameter = start, None
-    for passes in range(1, max_passes + 1):
+    made = 0
+
+    def measure(factor: float) -> tuple[np.ndarray, float | None]:
+        nonlocal made
+        made += 1
         maps = predict(rescale_image(image, factor))
-        found = median_diameter(segment(maps))
-        if found is None:
-            return maps, ScaleEstimate(factor, diameter, passes)
+        return maps, median_diameter(segment(maps))
+
+    def settle(factor: float, maps: np.ndarray, found: float, first: int):
+        # passes first..max_passes measure and move the factor; ``found`` is pass first's
+        diameter = None
+        for passes in range(first, max_passes + 1):
+            if passes > first:
+                maps, found = measure(factor)
+                if found is None:
+                    return maps, ScaleEstimate(factor, diameter, made)
+            diameter = found / factor
+            new = scale_factor(standard, diameter, shape)
+            if abs(new / factor - 1.0) <= tolerance:
+                return maps, ScaleEstimate(factor, diameter, made)
+            factor = new
+        return predict(rescale_image(image, factor)), ScaleEstimate(factor, diameter, made + 1)
+
+    if max_passes < 1:
+        return predict(rescale_image(image, start)), ScaleEstimate(start, None, 1)
+    trials = []
+    for k in starts:
+        factor = start if k == 1 else _clipped(start / k, shape)
+        trials.append((factor, *measure(factor)))
+    chosen = closest_start([t[2] for t in trials], standard)
+    if chosen is None:
+        return trials[0][1], ScaleEstimate(trials[0][0], None, made)
+    if chosen:
+        # another start must be confirmed by the pass that refines it
+        factor, _, found = trials[chosen]
         diameter = found / factor
-        new = scale_factor(standard, diameter, shape)
-        if abs(new / factor - 1.0) <= tolerance:
-            return maps, ScaleEstimate(factor, diameter, passes)
-        factor = new
-    maps = predict(rescale_image(image, factor))
-    return maps, ScaleEstimate(factor, diameter, max_passes + 1)
+        refined = scale_factor(standard, diameter, shape)
+        maps, again = measure(refined)
+        if again is not None and abs(math.log(again / refined / diameter)) <= math.log(
+            START_CONFIRM
+        ):
+            if max_passes == 1:
+                return maps, ScaleEstimate(refined, diameter, made)
+            return settle(refined, maps, again, 2)
+        if trials[0][2] is None:
+            return trials[0][1], ScaleEstimate(trials[0][0], None, made)
+    return settle(*trials[0], 1)

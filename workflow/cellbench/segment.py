@@ -417,7 +417,6 @@ def segment_array(
         model.net,
         x,
         model.device,
-        thresholds=model.thresholds,
         image_diameter=image_diameter,
         size_model=model.size_model,
         tile_size=tile_size,

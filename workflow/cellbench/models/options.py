@@ -153,9 +153,34 @@ class ScaledOptions(TrainingOptions):
         description="network passes at most to estimate an unlabelled image's diameter "
         "(with size_estimate regression, 1 = the regression alone)",
     )
+    diameter_starts: tuple[Positive, ...] = Field(
+        (1.0,),
+        min_length=1,
+        max_length=5,
+        description="multiples of the first diameter estimate (the size model's, or the "
+        "original size) that the first measuring pass tries; the one whose objects measure "
+        "closest to 'diameter' px at that scale is refined (the first wins near ties: "
+        "within 0.1 in |log(measured / diameter)|). [1, 2, 3] also finds nuclei "
+        "2-3x larger than the size model says (a network shown objects far above its "
+        "training size cuts them into pieces of that size, which confirms the wrong "
+        "scale); costs one network pass per extra start. Needs a measuring pass "
+        "(diameter_passes >= 2 with size_estimate regression)",
+    )
     tta: bool = Field(
         False, description="test-time augmentation: average the 8 flips / 90-degree rotations"
     )
+
+    @model_validator(mode="after")
+    def _starts_need_a_measuring_pass(self) -> Self:
+        measuring = self.diameter_passes - (1 if self.size_estimate == "regression" else 0)
+        if len(self.diameter_starts) > 1 and measuring < 1:
+            raise ValueError(
+                f"diameter_starts {list(self.diameter_starts)} are compared by measuring the "
+                f"objects found, but diameter_passes {self.diameter_passes} with size_estimate "
+                f"{self.size_estimate} makes no measuring pass: set diameter_passes to 2 or "
+                "more, or diameter_starts to [1.0]"
+            )
+        return self
 
 
 class NetworkOptions(ScaledOptions):

@@ -328,6 +328,13 @@ def cell_type_table(runs: Sequence[ModelRun], seed: int) -> dict[str, Any] | Non
     }
 
 
+def _starts(options: dict[str, Any]) -> str:
+    starts = options.get("diameter_starts") or [1.0]
+    if len(starts) < 2:
+        return ""
+    return ", first pass from " + " / ".join(f"{float(k):g}x" for k in starts) + " the estimate"
+
+
 def size_rows(runs: Sequence[ModelRun]) -> list[dict[str, Any]]:
     """Estimated against true object diameter, for size-normalised models."""
     rows = []
@@ -355,7 +362,7 @@ def size_rows(runs: Sequence[ModelRun]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "model": r.model,
-                "method": f"{method} (at most {options.get('diameter_passes')})",
+                "method": f"{method} (at most {options.get('diameter_passes')}){_starts(options)}",
                 "regressed_ratio": regressed,
                 "standard": _number(options.get("diameter")),
                 "n": len(both),
