@@ -272,7 +272,6 @@ def predict_image(
     image: np.ndarray,
     device=None,
     *,
-    thresholds=None,
     image_diameter: float | None = None,
     size_model: SizeModel | None = None,
     tile_size: int = 1024,
@@ -287,15 +286,15 @@ def predict_image(
     ``size_estimate: regression`` and a ``size_model`` (:mod:`cellbench.sizemodel`) its
     estimate is the first scale, refined by up to ``diameter_passes - 1`` segmented
     passes (``diameter_starts``: the first of them tries several multiples of the
-    estimate and refines the one whose objects measure closest to ``diameter``); otherwise (or without a size model) the network's own estimate from the
-    original size (:func:`cellbench.scale.estimate_scale`). Each measuring pass is
-    post-processed with ``thresholds``; the default, which the predict, segment and
-    tuning steps all use, is the family's first candidate: the tuned setting is chosen
-    on maps estimated this way, and a measure needs well-formed objects more than all
-    of them (flow's first candidate drops masks that disagree with the flows; measuring
-    with a tuned setting that drops none cost 0.02 mean AP on DSB 2018, BENCHMARKS.md
-    section 16). The maps are
-    resized back to ``(H, W)``. The family's ``tta`` option turns on test-time
+    estimate and refines the one whose objects measure closest to ``diameter``);
+    otherwise (or without a size model) the network's own estimate from the original
+    size (:func:`cellbench.scale.estimate_scale`). Each measuring pass is post-processed
+    with the family's first candidate setting, in the predict, segment and tuning steps
+    alike: the tuned setting is chosen on maps estimated this way, and a measure needs
+    well-formed objects more than all of them (flow's first candidate drops masks that
+    disagree with the flows; measuring with a tuned setting that drops none cost 0.02
+    mean AP on DSB 2018, BENCHMARKS.md section 16). The maps are resized back to
+    ``(H, W)``. The family's ``tta`` option turns on test-time
     augmentation.
 
     Returns
@@ -319,7 +318,7 @@ def predict_image(
         return resize_maps(maps, shape, family.categorical_maps), ScaleEstimate(
             factor, image_diameter, 1, given=True
         )
-    setting = thresholds if thresholds is not None else family.threshold_grid()[0]
+    setting = family.threshold_grid()[0]
     passes, start, regressed = int(options.diameter_passes), 1.0, None
     if size_model is not None and getattr(options, "size_estimate", "") == "regression":
         regressed = size_model.estimate(image)
@@ -332,7 +331,7 @@ def predict_image(
         lambda m: family.postprocess(m, setting),
         max_passes=passes,
         start=start,
-        starts=tuple(getattr(options, "diameter_starts", (1.0,))),
+        starts=options.diameter_starts,
     )
     if regressed is not None:
         estimate = replace(

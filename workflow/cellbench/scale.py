@@ -207,7 +207,7 @@ def closest_start(
     The index, or None when no start found anything.
     """
     miss = [abs(math.log(f / standard)) if f else math.inf for f in found]
-    if not found or all(m == math.inf for m in miss):
+    if all(m == math.inf for m in miss):
         return None
     best = min(range(len(miss)), key=miss.__getitem__)
     return best if miss[0] - miss[best] > margin else 0
@@ -274,14 +274,14 @@ def estimate_scale(
         maps = predict(rescale_image(image, factor))
         return maps, median_diameter(segment(maps))
 
-    def settle(factor: float, maps: np.ndarray, found: float, first: int):
+    def settle(factor: float, maps: np.ndarray, found: float | None, first: int):
         # passes first..max_passes measure and move the factor; ``found`` is pass first's
         diameter = None
         for passes in range(first, max_passes + 1):
             if passes > first:
                 maps, found = measure(factor)
-                if found is None:
-                    return maps, ScaleEstimate(factor, diameter, made)
+            if found is None:
+                return maps, ScaleEstimate(factor, diameter, made)
             diameter = found / factor
             new = scale_factor(standard, diameter, shape)
             if abs(new / factor - 1.0) <= tolerance:
@@ -296,8 +296,6 @@ def estimate_scale(
         factor = start if k == 1 else _clipped(start / k, shape)
         trials.append((factor, *measure(factor)))
     chosen = closest_start([t[2] for t in trials], standard)
-    if chosen is None:
-        return trials[0][1], ScaleEstimate(trials[0][0], None, made)
     if chosen:
         # another start must be confirmed by the pass that refines it
         factor, _, found = trials[chosen]
@@ -310,6 +308,4 @@ def estimate_scale(
             if max_passes == 1:
                 return maps, ScaleEstimate(refined, diameter, made)
             return settle(refined, maps, again, 2)
-        if trials[0][2] is None:
-            return trials[0][1], ScaleEstimate(trials[0][0], None, made)
-    return settle(*trials[0], 1)
+    return settle(*trials[0], 1)  # also when no start found anything
