@@ -11,6 +11,9 @@ setting changed, side by side:
 - ``+channels_last`` : NHWC tensors and weights;
 - ``+bf16`` : bf16 autocast for the network (the loss stays fp32).
 
+The header names the CPU's capability and whether it computes bf16 natively (where it
+does not, the bf16 rows are emulated and slow, and ``precision: auto`` trains in fp32).
+
 Printed per row: crops/s (after ``--warmup`` steps), seconds per step, the share of
 the plain loop's time spent making crops, and the speed-up over ``fp32``.
 
@@ -31,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 from cellbench.config import ModelConfig
+from cellbench.device import native_bf16, resolve_precision
 from cellbench.models import get_family
 from cellbench.train import (
     Sample,
@@ -137,7 +141,9 @@ def main() -> None:
         f"{args.family} ({args.encoder}), {args.batch_size} crops of {args.patch_size} px per "
         f"step, {args.steps} steps after {args.warmup} warm-up, {args.threads} threads, "
         f"{len(samples)} training images; {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}; CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"native bf16: {native_bf16(device)} (what precision: auto picks: "
+        f"{resolve_precision('auto', device)})"
     )
     header = f"| {'setting':<32} | crops/s | s/step | waiting for crops | speed-up |"
     print(header)

@@ -131,3 +131,25 @@ def test_number_formats() -> None:
     assert format_number(0.71234) == "0.712" and format_number(3) == "3"
     assert format_seconds(0.0123) == "0.0123" and format_seconds(12.345) == "12.35"
     assert format_bytes(1.5e9) == "1.50 GB" and format_bytes(None) == "–"
+
+
+def test_cost_table_names_the_training_arithmetic() -> None:
+    from cellbench.report.collect import ModelRun
+    from cellbench.report.tables import cost_rows
+
+    per_image = pd.DataFrame({"id": ["a"], "mean_ap": [0.5]})
+    configs = [
+        {"device": "cpu", "precision": "bf16", "train_seconds": 10.0},
+        {"device": "cuda", "precision": "fp32"},
+        {"device": "cpu", "precision": None},  # classical
+        {"device": "cpu"},  # a folder written before precision was recorded
+        {},
+    ]
+    runs = [ModelRun("d", f"m{i}", "unet", {}, per_image, config=c) for i, c in enumerate(configs)]
+    assert [r["train_device"] for r in cost_rows(runs)] == [
+        "cpu (bf16)",
+        "cuda (fp32)",
+        "cpu",
+        "cpu",
+        None,
+    ]

@@ -65,6 +65,7 @@ _FINGERPRINT_MEANING = {
     "params_sha256": "the model's params.yaml entry or the seed",
     "dataset": "the dataset",
     "data_sha256": "the training / validation images, labels or split",
+    "precision": "the training arithmetic (precision auto resolves per device)",
     "torch": "the torch version",
     "cellbench": "the cellbench version",
 }
@@ -116,7 +117,9 @@ def data_hash(samples: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> str:
     return digest.hexdigest()
 
 
-def training_fingerprint(params_sha256: str, dataset: str, data_sha256: str) -> dict[str, Any]:
+def training_fingerprint(
+    params_sha256: str, dataset: str, data_sha256: str, arithmetic: str
+) -> dict[str, Any]:
     """What a checkpoint must match to be resumed.
 
     Parameters
@@ -127,12 +130,15 @@ def training_fingerprint(params_sha256: str, dataset: str, data_sha256: str) -> 
         The dataset name.
     data_sha256 : str
         :func:`data_hash` of the training then validation samples.
+    arithmetic : str
+        The resolved training precision (``fp32`` / ``bf16``): ``precision: auto``
+        gives another one on another machine, where the checkpoint is not resumed.
 
     Returns
     -------
     dict
         Plain data: ``format``, ``params_sha256``, ``dataset``, ``data_sha256``,
-        ``torch`` and ``cellbench`` (versions).
+        ``precision``, ``torch`` and ``cellbench`` (versions).
     """
     import torch
 
@@ -143,6 +149,7 @@ def training_fingerprint(params_sha256: str, dataset: str, data_sha256: str) -> 
         "params_sha256": params_sha256,
         "dataset": dataset,
         "data_sha256": data_sha256,
+        "precision": arithmetic,
         "torch": str(torch.__version__),
         "cellbench": __version__,
     }

@@ -46,7 +46,7 @@ import pandas as pd
 from cellbench.checkpoint import CheckpointStore, data_hash, training_fingerprint
 from cellbench.config import ModelConfig
 from cellbench.datasets.base import TRAIN_LABELS, train_label_ids
-from cellbench.device import resolve_device
+from cellbench.device import resolve_device, resolve_precision
 from cellbench.inference import pad_to_multiple, predict_image, predict_maps
 from cellbench.io import read_image, read_labels
 from cellbench.modelfolder import params_hash, write_model_folder
@@ -676,13 +676,19 @@ def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
-def _autocast(settings: TrainingOptions, device):
-    """The training step's autocast context: bf16 when ``precision`` says so, else a no-op."""
+def _autocast(settings: TrainingOptions, device, arithmetic: str | None = None):
+    """The training step's autocast context: bf16 when the resolved precision is bf16.
+
+    ``arithmetic`` is the resolved precision (``fp32`` / ``bf16``); None resolves
+    ``settings.precision`` on ``device`` (:func:`cellbench.device.resolve_precision`).
+    """
     import torch
 
+    if arithmetic is None:
+        arithmetic = resolve_precision(settings.precision, device)
     device_type = getattr(device, "type", str(device)).split(":")[0]
     return torch.autocast(
-        device_type=device_type, dtype=torch.bfloat16, enabled=settings.precision == "bf16"
+        device_type=device_type, dtype=torch.bfloat16, enabled=arithmetic == "bf16"
     )
 
 
@@ -696,6 +702,7 @@ def fit_network(
     progress: bool = True,
     label: str = "",
     checkpoint: CheckpointStore | None = None,
+    arithmetic: str | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train the family's network; return it (best epoch's weights) and the history rows.
 
@@ -710,6 +717,10 @@ def fit_network(
     accepts (same fingerprint) is resumed at its next epoch: the result is
     bit-identical to an uninterrupted run on the same device. The checkpoint is
     left in place; :func:`train_model` removes it once the model folder is written.
+
+    ``arithmetic`` is the resolved training precision (``fp32`` / ``bf16``); None
+    resolves the family's ``precision`` option on ``device``
+    (:func:`cellbench.device.resolve_precision`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -722,7 +733,7 @@ def fit_network(
     net = family.build_network().to(device)
     if settings.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    autocast = _autocast(settings, device)
+    autocast = _autocast(settings, device, arithmetic)
     opt = torch.optim.AdamW(
         net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -978,13 +989,16 @@ def model_record(
     timing: _Timing,
     size_model: SizeModel | None = None,
     normalisation: Mapping[str, Any] | None = None,
+    arithmetic: str | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` of a model folder.
 
     ``options`` holds every option of the family with its value (defaults filled
     in), so the folder means the same whatever the code's defaults when it is
     loaded; ``params_sha256`` is :func:`cellbench.modelfolder.params_hash` of
-    ``params_section`` (the seed and the model's params.yaml entry as written).
+    ``params_section`` (the seed and the model's params.yaml entry as written);
+    ``arithmetic`` the training precision used, recorded as ``precision``
+    (``precision: auto`` resolved; None for a family without a network).
     """
     from cellbench import __version__
 
@@ -1011,6 +1025,7 @@ def model_record(
         "epochs_run": len(history),
         "best_monitored_loss": min(monitored) if monitored else None,
         "device": str(device),
+        "precision": arithmetic,
         "train_seconds": round(timing.train_seconds, 2),
         "tune_seconds": round(timing.tune_seconds, 2),
         "versions": _versions(),
@@ -1076,6 +1091,9 @@ def train_model(
         family, converted, split_csv, float(normalisation["min_contrast"])
     )
     dev = resolve_device(device)
+    arithmetic = resolve_precision(family.options.precision, dev) if family.trainable else None
+    if family.trainable and family.options.precision == "auto":
+        log.info("model %s: precision auto -> %s on %s", family.name, arithmetic, dev)
     params_section = {"seed": seed, "model": {"family": cfg.family, **cfg.options}}
     store = None
     if checkpoint_dir is not None and Path(out_dir).resolve() in (
@@ -1095,6 +1113,7 @@ def train_model(
                 [(f"train/{s.id}", s.image, s.labels) for s in train]
                 + [(f"val/{s.id}", s.image, s.labels) for s in val]
             ),
+            arithmetic,
         )
         store = CheckpointStore(Path(checkpoint_dir), fingerprint, resume=resume)
     started = time.time()
@@ -1109,6 +1128,7 @@ def train_model(
             progress=progress,
             label=f"{dataset}/{cfg.name}",
             checkpoint=store,
+            arithmetic=arithmetic,
         )
     sizes = fit_sizes(family, train, seed)
     trained = time.time()
@@ -1125,6 +1145,7 @@ def train_model(
         timing=_Timing(trained - started, time.time() - trained),
         size_model=sizes,
         normalisation=normalisation,
+        arithmetic=arithmetic,
     )
     write_model_folder(
         out_dir, config=config, tuned=tuned, history=history, net=net, size_model=sizes

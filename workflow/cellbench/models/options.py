@@ -110,10 +110,13 @@ class TrainingOptions(Options):
         description="train with NHWC (channels-last) tensors: same numbers up to rounding, "
         "faster convolutions on most CPUs and GPUs",
     )
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
-        description="training arithmetic: fp32, or bf16 autocast (CPUs with AVX-512 BF16 / "
-        "AMX and recent GPUs; measured per dataset before switching on). Inference is fp32",
+        description="training arithmetic: fp32, or bf16 autocast (fast on CPUs with AVX-512 "
+        "BF16 / AMX and on recent GPUs, several times slower than fp32 where it is emulated, "
+        "e.g. AVX2-only CPUs), or auto: bf16 where the training device computes it natively, "
+        "else fp32 (the choice is logged and kept in the model's config.json). Inference is "
+        "fp32",
     )
     contrast_floor: NonNegative = Field(
         0.5,

@@ -8,7 +8,7 @@ themselves, never assumed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -419,8 +419,21 @@ def _per_image_cost(timings: pd.DataFrame | None) -> tuple[float | None, float |
     return per_image, per_mp
 
 
+def _train_device(config: Mapping[str, Any]) -> str | None:
+    """The training device with its arithmetic when the model folder records one: ``cpu (bf16)``."""
+    device, precision = config.get("device"), config.get("precision")
+    if device is None or not precision:
+        return device
+    return f"{device} ({precision})"
+
+
 def cost_rows(runs: Sequence[ModelRun]) -> list[dict[str, Any]]:
-    """Training time, inference and post-processing time, peak memory and devices."""
+    """Training time, inference and post-processing time, peak memory and devices.
+
+    ``train_device`` names the training arithmetic too (``cpu (bf16)``) where the
+    model folder records it: the same recipe trains several times faster or slower
+    with it (``precision: auto``).
+    """
     rows = []
     for r in runs:
         infer, infer_mp = _per_image_cost(r.predict_timings)
@@ -432,7 +445,7 @@ def cost_rows(runs: Sequence[ModelRun]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "model": r.model,
-                "train_device": r.config.get("device"),
+                "train_device": _train_device(r.config),
                 "train_seconds": _number(r.config.get("train_seconds")),
                 "tune_seconds": _number(r.config.get("tune_seconds")),
                 "train_peak_rss": None if train_rss is None else train_rss * 1e6,
