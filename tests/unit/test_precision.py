@@ -1,4 +1,4 @@
-"""``precision: auto``: bf16 only where the training device computes it natively."""
+"""``precision: auto``: bf16 only where the training device computes it natively; ``channels_last: auto``."""
 
 import json
 import logging
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from cellbench.checkpoint import CheckpointStore, training_fingerprint
 from cellbench.config import ModelConfig
-from cellbench.device import native_bf16, resolve_precision
+from cellbench.device import native_bf16, resolve_channels_last, resolve_precision
 from cellbench.models import get_family
 from cellbench.train import train_model
 from tiny_networks import TINY_NETWORK, write_tiny_dataset
@@ -64,18 +64,28 @@ def test_the_option_accepts_auto_and_nothing_else() -> None:
         get_family(ModelConfig("u", "unet", {**TINY_UNET, "precision": "fp16"}))
 
 
+def test_resolve_channels_last() -> None:
+    assert resolve_channels_last("auto", "bf16") is True
+    assert resolve_channels_last("auto", "fp32") is False
+    assert resolve_channels_last(True, "fp32") is True
+    assert resolve_channels_last(False, "bf16") is False
+    with pytest.raises(ValueError, match="true, false or 'auto'"):
+        resolve_channels_last("yes", "bf16")
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_auto_trains_as_the_precision_it_resolves_to(
     tiny_dataset, tmp_path: Path, monkeypatch, native: bool
 ) -> None:
-    """auto gives bit-identical weights to the explicit setting it picks; config.json says which."""
+    """auto gives bit-identical weights to the explicit settings it picks; config.json says which."""
     import torch
 
     monkeypatch.setattr("cellbench.device.native_bf16", lambda device: native)
     converted, split = tiny_dataset
     chosen = "bf16" if native else "fp32"
-    for name, precision in (("auto", "auto"), ("explicit", chosen)):
-        cfg = ModelConfig("unet", "unet", {**TINY_UNET, "precision": precision})
+    for name, precision, nhwc in (("auto", "auto", "auto"), ("explicit", chosen, native)):
+        options = {**TINY_UNET, "precision": precision, "channels_last": nhwc}
+        cfg = ModelConfig("unet", "unet", options)
         train_model(
             cfg, "t", converted, split, tmp_path / name, seed=4, device="cpu", progress=False
         )
@@ -93,13 +103,15 @@ def test_auto_trains_as_the_precision_it_resolves_to(
     assert any(not torch.equal(weights[0][k], changed[k]) for k in changed)  # the test can fail
     record = json.loads((tmp_path / "auto" / "config.json").read_text())
     assert record["options"]["precision"] == "auto" and record["precision"] == chosen
+    assert record["options"]["channels_last"] == "auto" and record["channels_last"] is native
 
 
 def test_classical_records_no_precision(tiny_dataset, tmp_path: Path) -> None:
     converted, split = tiny_dataset
     cfg = ModelConfig("classical", "classical", {})
     train_model(cfg, "t", converted, split, tmp_path / "c", seed=0, device="cpu", progress=False)
-    assert json.loads((tmp_path / "c" / "config.json").read_text())["precision"] is None
+    record = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert record["precision"] is None and record["channels_last"] is None
 
 
 def test_a_checkpoint_of_another_precision_is_not_resumed(tmp_path: Path, caplog) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["native_bf16", "resolve_device", "resolve_precision"]
+__all__ = ["native_bf16", "resolve_channels_last", "resolve_device", "resolve_precision"]
 
 log = logging.getLogger("cellbench")
 
@@ -71,3 +71,18 @@ def resolve_precision(precision: str, device, *, native: bool | None = None) -> 
             device,
         )
     return "bf16"
+
+
+def resolve_channels_last(channels_last: bool | str, arithmetic: str) -> bool:
+    """Whether training uses NHWC (channels-last) tensors.
+
+    ``channels_last`` is the option (``True``, ``False`` or ``"auto"``); ``auto`` is on
+    with bf16 only: oneDNN's bf16 convolutions want NHWC (bf16 + NHWC 2.5-3.6x fp32),
+    while in fp32 NHWC was 7-12 % slower than NCHW on both CPUs measured (BENCHMARKS.md
+    sections 13 and 18). ``arithmetic`` is the resolved precision (:func:`resolve_precision`).
+    """
+    if channels_last == "auto":
+        return arithmetic == "bf16"
+    if isinstance(channels_last, bool):
+        return channels_last
+    raise ValueError(f"channels_last must be true, false or 'auto', got {channels_last!r}")

@@ -46,7 +46,7 @@ import pandas as pd
 from cellbench.checkpoint import CheckpointStore, data_hash, training_fingerprint
 from cellbench.config import ModelConfig
 from cellbench.datasets.base import TRAIN_LABELS, train_label_ids
-from cellbench.device import resolve_device, resolve_precision
+from cellbench.device import resolve_channels_last, resolve_device, resolve_precision
 from cellbench.inference import pad_to_multiple, predict_image, predict_maps
 from cellbench.io import read_image, read_labels
 from cellbench.modelfolder import params_hash, write_model_folder
@@ -720,7 +720,8 @@ def fit_network(
 
     ``arithmetic`` is the resolved training precision (``fp32`` / ``bf16``); None
     resolves the family's ``precision`` option on ``device``
-    (:func:`cellbench.device.resolve_precision`).
+    (:func:`cellbench.device.resolve_precision`). The ``channels_last`` option is
+    resolved with it (:func:`cellbench.device.resolve_channels_last`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -731,7 +732,10 @@ def fit_network(
     for s in train + val:
         s.target = family.make_target(s.labels)
     net = family.build_network().to(device)
-    if settings.channels_last:
+    if arithmetic is None:
+        arithmetic = resolve_precision(settings.precision, device)
+    nhwc = resolve_channels_last(settings.channels_last, arithmetic)
+    if nhwc:
         net = net.to(memory_format=torch.channels_last)
     autocast = _autocast(settings, device, arithmetic)
     opt = torch.optim.AdamW(
@@ -781,7 +785,7 @@ def fit_network(
         batches = _prefetched(_batches(train, family, settings, rng, augment))
         for step, (xb, yb) in enumerate(batches):
             xt = torch.from_numpy(xb).to(device)
-            if settings.channels_last:
+            if nhwc:
                 xt = xt.contiguous(memory_format=torch.channels_last)
             with autocast:
                 loss = family.training_loss(net, xt, torch.from_numpy(yb).to(device))
@@ -990,6 +994,7 @@ def model_record(
     size_model: SizeModel | None = None,
     normalisation: Mapping[str, Any] | None = None,
     arithmetic: str | None = None,
+    nhwc: bool | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` of a model folder.
 
@@ -997,8 +1002,9 @@ def model_record(
     in), so the folder means the same whatever the code's defaults when it is
     loaded; ``params_sha256`` is :func:`cellbench.modelfolder.params_hash` of
     ``params_section`` (the seed and the model's params.yaml entry as written);
-    ``arithmetic`` the training precision used, recorded as ``precision``
-    (``precision: auto`` resolved; None for a family without a network).
+    ``arithmetic`` the training precision used, recorded as ``precision``, and
+    ``nhwc`` whether tensors were channels-last, recorded as ``channels_last``
+    (``auto`` resolved; None for a family without a network).
     """
     from cellbench import __version__
 
@@ -1026,6 +1032,7 @@ def model_record(
         "best_monitored_loss": min(monitored) if monitored else None,
         "device": str(device),
         "precision": arithmetic,
+        "channels_last": nhwc,
         "train_seconds": round(timing.train_seconds, 2),
         "tune_seconds": round(timing.tune_seconds, 2),
         "versions": _versions(),
@@ -1092,8 +1099,21 @@ def train_model(
     )
     dev = resolve_device(device)
     arithmetic = resolve_precision(family.options.precision, dev) if family.trainable else None
-    if family.trainable and family.options.precision == "auto":
-        log.info("model %s: precision auto -> %s on %s", family.name, arithmetic, dev)
+    nhwc = (
+        resolve_channels_last(family.options.channels_last, arithmetic)
+        if family.trainable
+        else None
+    )
+    if family.trainable and "auto" in (family.options.precision, family.options.channels_last):
+        log.info(
+            "model %s: precision %s -> %s, channels_last %s -> %s on %s",
+            family.name,
+            family.options.precision,
+            arithmetic,
+            family.options.channels_last,
+            nhwc,
+            dev,
+        )
     params_section = {"seed": seed, "model": {"family": cfg.family, **cfg.options}}
     store = None
     if checkpoint_dir is not None and Path(out_dir).resolve() in (
@@ -1146,6 +1166,7 @@ def train_model(
         size_model=sizes,
         normalisation=normalisation,
         arithmetic=arithmetic,
+        nhwc=nhwc,
     )
     write_model_folder(
         out_dir, config=config, tuned=tuned, history=history, net=net, size_model=sizes
