@@ -78,7 +78,7 @@ def resolve_channels_last(channels_last: bool | str, arithmetic: str) -> bool:
 
     ``channels_last`` is the option (``True``, ``False`` or ``"auto"``); ``auto`` is on
     with bf16 only: oneDNN's bf16 convolutions want NHWC (bf16 + NHWC 2.5-3.6x fp32),
-    while in fp32 NHWC was 7-12 % slower than NCHW on both CPUs measured (BENCHMARKS.md
+    while in fp32 NHWC was 12-27 % slower than NCHW on both CPUs measured (BENCHMARKS.md
     sections 13 and 18). ``arithmetic`` is the resolved precision (:func:`resolve_precision`).
     """
     if channels_last == "auto":

@@ -108,7 +108,7 @@ class TrainingOptions(Options):
     channels_last: bool | Literal["auto"] = Field(
         False,
         description="train with NHWC (channels-last) tensors: same numbers up to rounding; "
-        "what makes bf16 convolutions fast, but 7-12 % slower than NCHW in fp32 on the CPUs "
+        "what makes bf16 convolutions fast, but 12-27 % slower than NCHW in fp32 on the CPUs "
         "measured; auto: on when the training precision resolves to bf16",
     )
     precision: Literal["fp32", "bf16", "auto"] = Field(
