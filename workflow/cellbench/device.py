@@ -66,7 +66,7 @@ def resolve_precision(precision: str, device, *, native: bool | None = None) -> 
     if not native:
         log.warning(
             "precision bf16 on %s, which has no native bf16 arithmetic: autocast emulates it and "
-            "trains several times slower than fp32 (an AVX2-only CPU: about 7x). Set the "
+            "trains several times slower than fp32 (an AVX2-only CPU: about 10x). Set the "
             "model's precision to auto (bf16 only where native) or fp32 in params.yaml",
             device,
         )
