@@ -9,7 +9,13 @@ setting changed, side by side:
 - ``fp32`` : the plain loop (crops made between the steps, NCHW, fp32);
 - ``+prefetch`` : crops made in a background thread while the network steps;
 - ``+channels_last`` : NHWC tensors and weights;
-- ``+bf16`` : bf16 autocast for the network (the loss stays fp32).
+- ``+bf16`` : bf16 autocast for the network (the loss stays fp32);
+- ``+compile`` : the network's training forward through ``torch.compile`` (inductor; its
+  compile time is spent in the warm-up steps and printed apart).
+
+``--model NAME`` measures a model of ``--params`` (params.yaml) with all its options (a
+recipe's network, e.g. ``flow_real_size``'s wider decoder); without it, the family's
+defaults with ``--encoder`` / ``--patch-size`` / ``--batch-size`` / ``--channels``.
 
 The header names the CPU's capability and whether it computes bf16 natively (where it
 does not, the bf16 rows are emulated and slow, and ``precision: auto`` trains in fp32).
@@ -21,6 +27,8 @@ Usage::
 
     python benchmarks/bench_train_speed.py --family flow --converted data/converted/dsb2018_full \\
         --split data/splits/dsb2018_full.csv --threads 2
+    python benchmarks/bench_train_speed.py --model flow_real_size --channels 3 \\
+        --converted data/converted/dsb2018_full --split data/splits/dsb2018_full.csv --threads 2
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from cellbench.config import ModelConfig
+from cellbench.config import ModelConfig, load_params
 from cellbench.device import native_bf16, resolve_precision
 from cellbench.models import get_family
 from cellbench.train import (
@@ -55,6 +63,7 @@ ROWS = {
         "channels_last": True,
         "precision": "bf16",
     },
+    "+prefetch +compile": {"prefetch": True, "compile": True},
 }
 
 
@@ -72,6 +81,7 @@ def _run(family, samples, settings, row: dict, steps: int, warmup: int, device) 
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    forward = torch.compile(net) if row.get("compile") else net
     options = settings.model_copy(
         update={
             "samples_per_epoch": (steps + warmup) * settings.batch_size,
@@ -84,16 +94,17 @@ def _run(family, samples, settings, row: dict, steps: int, warmup: int, device) 
         batches = _prefetched(batches)
     net.train()
     data_s, started = 0.0, None
-    t = time.perf_counter()
+    t = first = time.perf_counter()
     for step, (xb, yb) in enumerate(batches):
         data_s += time.perf_counter() - t if step >= warmup else 0.0
         if step == warmup:
             started = time.perf_counter()
+            warmup_s = started - first
         x = torch.from_numpy(xb).to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
-            loss = family.training_loss(net, x, torch.from_numpy(yb).to(device))
+            loss = family.training_loss(forward, x, torch.from_numpy(yb).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -103,13 +114,26 @@ def _run(family, samples, settings, row: dict, steps: int, warmup: int, device) 
         "crops/s": steps * settings.batch_size / elapsed,
         "s/step": elapsed / steps,
         "waiting for crops": data_s / elapsed,
+        "warm-up s": warmup_s,
         "loss": float(loss.detach()),
     }
+
+
+def _network(opts) -> str:
+    """The encoder and the decoder widths in use, e.g. ``resnet18, decoder [128, 64, 32, 16]``."""
+    decoder = getattr(opts, "decoder_channels", None)
+    depth = getattr(opts, "encoder_depth", None)
+    widths = f", decoder {list(decoder)[:depth]}" if decoder and depth else ""
+    return f"{getattr(opts, 'encoder', '?')}{widths}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="unet", choices=["unet", "flow", "embedding"])
+    parser.add_argument(
+        "--model", help="a model of --params: its family and all its options (a recipe)"
+    )
+    parser.add_argument("--params", default="params.yaml", help="params.yaml for --model")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -122,39 +146,51 @@ def main() -> None:
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = ModelConfig(
-        name=args.family,
-        family=args.family,
-        options={
-            "encoder": args.encoder,
-            "in_channels": args.channels,
-            "patch_size": args.patch_size,
-            "batch_size": args.batch_size,
-        },
-    )
+    if args.model:
+        recipe = load_params(args.params).model(args.model)
+        cfg = ModelConfig(
+            name=recipe.name,
+            family=recipe.family,
+            options={**recipe.options, "in_channels": args.channels},
+        )
+    else:
+        cfg = ModelConfig(
+            name=args.family,
+            family=args.family,
+            options={
+                "encoder": args.encoder,
+                "in_channels": args.channels,
+                "patch_size": args.patch_size,
+                "batch_size": args.batch_size,
+            },
+        )
     family = get_family(cfg)
+    opts = family.options
     samples = _samples(args)
     for s in samples:
         s.target = family.make_target(s.labels)
     device = torch.device("cpu")
     print(
-        f"{args.family} ({args.encoder}), {args.batch_size} crops of {args.patch_size} px per "
+        f"{args.model or 'family defaults'}: {family.family} ({_network(opts)}), "
+        f"{opts.in_channels} channel(s), "
+        f"{opts.batch_size} crops of {opts.patch_size} px per "
         f"step, {args.steps} steps after {args.warmup} warm-up, {args.threads} threads, "
         f"{len(samples)} training images; {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}; CPU capability {torch.backends.cpu.get_cpu_capability()}, "
         f"native bf16: {native_bf16(device)} (what precision: auto picks: "
         f"{resolve_precision('auto', device)})"
     )
-    header = f"| {'setting':<32} | crops/s | s/step | waiting for crops | speed-up |"
+    header = f"| {'setting':<32} | crops/s | s/step | waiting for crops | speed-up | warm-up s |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     base = None
     for name in args.rows:
-        result = _run(family, samples, family.options, ROWS[name], args.steps, args.warmup, device)
+        result = _run(family, samples, opts, ROWS[name], args.steps, args.warmup, device)
         base = base or result["crops/s"]
         print(
             f"| {name:<32} | {result['crops/s']:7.1f} | {result['s/step']:6.3f} | "
-            f"{result['waiting for crops']:17.0%} | {result['crops/s'] / base:7.2f}x |",
+            f"{result['waiting for crops']:17.0%} | {result['crops/s'] / base:7.2f}x | "
+            f"{result['warm-up s']:9.1f} |",
             flush=True,
         )
 

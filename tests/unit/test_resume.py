@@ -119,6 +119,9 @@ def test_resumed_training_is_bit_identical(
         )
     assert "resuming from epoch 3/4" in caplog.text
     assert "epoch 1/4 " not in caplog.text and "epoch 3/4 " in caplog.text
+    # the projected time left is on every epoch's line but the last
+    epoch_lines = [line for line in caplog.text.splitlines() if "crops/s" in line]
+    assert [" left" in line for line in epoch_lines] == [True, False], epoch_lines
     assert config["epochs_run"] == 4
     _assert_same_model(tmp_path / "a", tmp_path / "b")
     assert not ckpt.exists()

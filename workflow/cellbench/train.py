@@ -676,6 +676,22 @@ def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
+def remaining_time(history: Sequence[Mapping[str, Any]], epochs: int) -> str:
+    """The projected time left of a training, e.g. ``1 h 05 min``; empty once it has ended.
+
+    The mean ``seconds`` of the epochs in ``history`` (validation included) times the
+    epochs left of ``epochs``; ``<1 min`` below a minute.
+    """
+    left = epochs - len(history)
+    if left <= 0 or not history:
+        return ""
+    minutes = round(left * float(np.mean([row["seconds"] for row in history])) / 60.0)
+    if minutes < 1:
+        return "<1 min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
 def _autocast(settings: TrainingOptions, device, arithmetic: str | None = None):
     """The training step's autocast context: bf16 when the resolved precision is bf16.
 
@@ -851,7 +867,7 @@ def fit_network(
         # logged after the checkpoint is saved: a log that shows epoch N has its checkpoint
         log.info(
             "epoch %d/%d  train_loss %.4f  val_loss %s  val_mean_ap %s  lr %.2e  %.1f s  "
-            "%.1f crops/s",
+            "%.1f crops/s%s",
             epoch,
             settings.epochs,
             history[-1]["train_loss"],
@@ -860,6 +876,7 @@ def fit_network(
             history[-1]["lr"],
             history[-1]["seconds"],
             crops_per_s,
+            "" if finished else f"  about {remaining_time(history, settings.epochs)} left",
         )
     bar.close()
     net.load_state_dict(best_state)
