@@ -277,3 +277,25 @@ def test_cli_sigterm_mid_training_resumes_on_rerun(
     assert whole.returncode == 0, whole.stderr
     assert "resuming" not in whole.stderr and not (cwd / "whole.checkpoint").exists()
     _assert_same_model(cwd / out, cwd / "whole")
+
+
+def test_validation_loss_every_n_epochs_leaves_the_model_unchanged(
+    tiny_dataset, tmp_path: Path, torch_threads
+) -> None:
+    """With ``select_by: val_mean_ap`` the validation loss is only logged: computing it less
+    often (``val_every``, what the real-data recipes do to save time) keeps the same weights.
+    """
+    converted, split = tiny_dataset
+    options = {**TINY_UNET, "select_by": "val_mean_ap", "select_every": 2}
+    kwargs = {"seed": 7, "device": "cpu", "progress": False}
+    for name, every in (("each", 1), ("fourth", 4)):
+        cfg = ModelConfig("unet", "unet", {**options, "val_every": every})
+        train_model(cfg, "tiny", converted, split, tmp_path / name, **kwargs)
+    wa, wb = _weights(tmp_path / "each"), _weights(tmp_path / "fourth")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ha, hb = (pd.read_csv(tmp_path / d / "history.csv") for d in ("each", "fourth"))
+    pd.testing.assert_series_equal(ha["train_loss"], hb["train_loss"])
+    pd.testing.assert_series_equal(ha["val_mean_ap"], hb["val_mean_ap"])
+    assert ha["val_loss"].notna().all()
+    assert hb["val_loss"].isna().tolist() == [True, True, True, False]
+    assert hb["val_loss"].iloc[-1] == ha["val_loss"].iloc[-1]
