@@ -13,9 +13,10 @@ setting changed, side by side:
 - ``+compile`` : the network's training forward through ``torch.compile`` (inductor; its
   compile time is spent in the warm-up steps and printed apart).
 
-``--model NAME`` measures a model of ``--params`` (params.yaml) with all its options (a
-recipe's network, e.g. ``flow_real_size``'s wider decoder); without it, the family's
-defaults with ``--encoder`` / ``--patch-size`` / ``--batch-size`` / ``--channels``.
+``--model NAME ...`` measures models of ``--params`` (params.yaml) with all their options
+(a recipe's network, e.g. ``flow_real_size``'s wider decoder), each with every row, in one
+table; without it, the family's defaults with ``--encoder`` / ``--patch-size`` /
+``--batch-size``. ``--channels`` is the input channels (3 for DSB's colour recipes).
 
 The header names the CPU's capability and whether it computes bf16 natively (where it
 does not, the bf16 rows are emulated and slow, and ``precision: auto`` trains in fp32).
@@ -131,7 +132,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="unet", choices=["unet", "flow", "embedding"])
     parser.add_argument(
-        "--model", help="a model of --params: its family and all its options (a recipe)"
+        "--model",
+        nargs="+",
+        help="models of --params, each with its family and all its options (a recipe)",
     )
     parser.add_argument("--params", default="params.yaml", help="params.yaml for --model")
     parser.add_argument("--encoder", default="resnet18")
@@ -146,16 +149,43 @@ def main() -> None:
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.model:
-        recipe = load_params(args.params).model(args.model)
+    device = torch.device("cpu")
+    samples = _samples(args)
+    print(
+        f"{args.steps} steps after {args.warmup} warm-up, {args.threads} threads, "
+        f"{len(samples)} training images; {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}; CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"native bf16: {native_bf16(device)} (what precision: auto picks: "
+        f"{resolve_precision('auto', device)})"
+    )
+    header = (
+        f"| {'network':<64} | {'setting':<32} | crops/s | s/step | waiting for crops "
+        "| speed-up | warm-up s |"
+    )
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    base = None  # the first row: every speed-up is against it
+    for family in _families(args):
+        opts = family.options
+        for s in samples:
+            s.target = family.make_target(s.labels)
+        network = f"{family.name}: {_network(opts)}, {opts.batch_size} x {opts.patch_size} px"
+        for name in args.rows:
+            result = _run(family, samples, opts, ROWS[name], args.steps, args.warmup, device)
+            base = base or result["crops/s"]
+            print(
+                f"| {network:<64} | {name:<32} | {result['crops/s']:7.1f} | "
+                f"{result['s/step']:6.3f} | {result['waiting for crops']:17.0%} | "
+                f"{result['crops/s'] / base:7.2f}x | {result['warm-up s']:9.1f} |",
+                flush=True,
+            )
+
+
+def _families(args) -> list:
+    """The networks to measure: each ``--model`` of ``--params``, else ``--family``'s defaults."""
+    if not args.model:
         cfg = ModelConfig(
-            name=recipe.name,
-            family=recipe.family,
-            options={**recipe.options, "in_channels": args.channels},
-        )
-    else:
-        cfg = ModelConfig(
-            name=args.family,
+            name=f"{args.family} defaults",
             family=args.family,
             options={
                 "encoder": args.encoder,
@@ -164,35 +194,14 @@ def main() -> None:
                 "batch_size": args.batch_size,
             },
         )
-    family = get_family(cfg)
-    opts = family.options
-    samples = _samples(args)
-    for s in samples:
-        s.target = family.make_target(s.labels)
-    device = torch.device("cpu")
-    print(
-        f"{args.model or 'family defaults'}: {family.family} ({_network(opts)}), "
-        f"{opts.in_channels} channel(s), "
-        f"{opts.batch_size} crops of {opts.patch_size} px per "
-        f"step, {args.steps} steps after {args.warmup} warm-up, {args.threads} threads, "
-        f"{len(samples)} training images; {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}; CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"native bf16: {native_bf16(device)} (what precision: auto picks: "
-        f"{resolve_precision('auto', device)})"
-    )
-    header = f"| {'setting':<32} | crops/s | s/step | waiting for crops | speed-up | warm-up s |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    base = None
-    for name in args.rows:
-        result = _run(family, samples, opts, ROWS[name], args.steps, args.warmup, device)
-        base = base or result["crops/s"]
-        print(
-            f"| {name:<32} | {result['crops/s']:7.1f} | {result['s/step']:6.3f} | "
-            f"{result['waiting for crops']:17.0%} | {result['crops/s'] / base:7.2f}x | "
-            f"{result['warm-up s']:9.1f} |",
-            flush=True,
-        )
+        return [get_family(cfg)]
+    params = load_params(args.params)
+    out = []
+    for name in args.model:
+        recipe = params.model(name)
+        options = {**recipe.options, "in_channels": args.channels}
+        out.append(get_family(ModelConfig(name=name, family=recipe.family, options=options)))
+    return out
 
 
 if __name__ == "__main__":
